@@ -1,0 +1,109 @@
+#include "core/cq.hpp"
+
+#include <algorithm>
+
+#include "core/adapter.hpp"
+#include "core/dispatch.hpp"
+
+namespace softndk {
+
+Cq::Cq(Adapter& adapter, ULONG depth, NDK_FN_CQ_NOTIFICATION_CALLBACK notification,
+       PVOID context)
+    : Object(NdkObjectTypeCq, &adapter, &dispatch::kCq),
+      notification_(notification),
+      notification_context_(context),
+      ring_(depth) {}
+
+ULONG Cq::depth() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<ULONG>(ring_.size());
+}
+
+NTSTATUS Cq::resize(ULONG depth) {
+  std::lock_guard lock(mutex_);
+  // Decision (INVENTORY §7 item 24): a CQ never shrinks below what it holds, so no
+  // completion is ever dropped by a resize.
+  if (depth < count_) return STATUS_INVALID_PARAMETER;
+  std::vector<NDK_RESULT_EX> ring(depth);
+  for (size_t i = 0; i < count_; ++i) ring[i] = ring_[(head_ + i) % ring_.size()];
+  ring_.swap(ring);
+  head_ = 0;
+  return STATUS_SUCCESS;
+}
+
+void Cq::arm(ULONG type) {
+  std::lock_guard lock(mutex_);
+  // Two arms before a notification merge to the wider one (R114): ANY > SOLICITED > ERRORS.
+  auto rank = [](int t) { return t == NDK_CQ_NOTIFY_ANY ? 2 : t == NDK_CQ_NOTIFY_SOLICITED ? 1 : 0; };
+  int wanted = static_cast<int>(type);
+  if (armed_ < 0 || rank(wanted) > rank(armed_)) armed_ = wanted;
+  if (error_) {
+    notify_locked(STATUS_BUFFER_OVERFLOW);
+  } else if (new_since_notify_ && count_ > 0 && armed_ == NDK_CQ_NOTIFY_ANY) {
+    notify_locked(STATUS_SUCCESS);  // R112: completions arrived since the last notification
+  }
+}
+
+void Cq::notify_locked(NTSTATUS status) {
+  armed_ = -1;
+  new_since_notify_ = false;
+  Task task;
+  task.callback = reinterpret_cast<AnyCallback>(notification_);
+  task.context = notification_context_;
+  task.status = status;
+  adapter().post_event(this, [](const Task& t) {
+    reinterpret_cast<NDK_FN_CQ_NOTIFICATION_CALLBACK>(t.callback)(t.context, t.status);
+  }, task);
+}
+
+void Cq::push(const NDK_RESULT_EX& result, bool solicited) {
+  std::lock_guard lock(mutex_);
+  if (error_) return;  // an overrun CQ reports nothing more (R116)
+  if (count_ == ring_.size()) {
+    error_ = true;
+    if (armed_ >= 0) notify_locked(STATUS_BUFFER_OVERFLOW);
+    return;
+  }
+  ring_[(head_ + count_) % ring_.size()] = result;
+  ++count_;
+  new_since_notify_ = true;
+  bool failed = !NT_SUCCESS(result.Status);
+  if (armed_ == NDK_CQ_NOTIFY_ANY || (armed_ == NDK_CQ_NOTIFY_SOLICITED && (solicited || failed)) ||
+      (armed_ == NDK_CQ_NOTIFY_ERRORS && failed))
+    notify_locked(STATUS_SUCCESS);
+}
+
+ULONG Cq::get_results(NDK_RESULT* results, ULONG count) {
+  std::lock_guard lock(mutex_);
+  ULONG n = static_cast<ULONG>(std::min<size_t>(count, count_));
+  for (ULONG i = 0; i < n; ++i) {
+    const NDK_RESULT_EX& r = ring_[head_];
+    results[i] = NDK_RESULT{r.Status, r.BytesTransferred, r.QPContext, r.RequestContext};
+    head_ = (head_ + 1) % ring_.size();
+  }
+  count_ -= n;
+  return n;
+}
+
+ULONG Cq::get_results_ex(NDK_RESULT_EX* results, ULONG count) {
+  std::lock_guard lock(mutex_);
+  ULONG n = static_cast<ULONG>(std::min<size_t>(count, count_));
+  for (ULONG i = 0; i < n; ++i) {
+    results[i] = ring_[head_];
+    head_ = (head_ + 1) % ring_.size();
+  }
+  count_ -= n;
+  return n;
+}
+
+NTSTATUS Cq::moderate(ULONG interval, ULONG count) {
+  std::lock_guard lock(mutex_);
+  // R126: "count alone" and "interval alone" at once leaves nothing to moderate by.
+  if (interval == MAXULONG && (count == MAXULONG || count > ring_.size()))
+    return STATUS_INVALID_PARAMETER_MIX;
+  moderation_interval_ = interval;
+  moderation_count_ = count;
+  return STATUS_SUCCESS;
+}
+
+}  // namespace softndk

@@ -1,0 +1,44 @@
+// NDK_CQ: a ring of completions filled by the provider (work requests, flushes) and
+// drained by the consumer with NdkGetCqResults[Ex]; one notification per NdkArmCq.
+#pragma once
+
+#include <mutex>
+#include <vector>
+
+#include "core/object.hpp"
+
+namespace softndk {
+
+class Cq final : public Object {
+ public:
+  Cq(Adapter& adapter, ULONG depth, NDK_FN_CQ_NOTIFICATION_CALLBACK notification, PVOID context);
+  static Cq* from(NDK_CQ* ndk) { return object_of<Cq>(ndk, NdkObjectTypeCq); }
+
+  NTSTATUS resize(ULONG depth);
+  void arm(ULONG type);
+  ULONG get_results(NDK_RESULT* results, ULONG count);
+  ULONG get_results_ex(NDK_RESULT_EX* results, ULONG count);
+  NTSTATUS moderate(ULONG interval, ULONG count);
+  ULONG depth() const;
+
+  // Producer side: queues one completion. A full CQ enters the error state (R116).
+  // `solicited` marks the receive of a send that asked for a solicited event.
+  void push(const NDK_RESULT_EX& result, bool solicited);
+
+ private:
+  void notify_locked(NTSTATUS status);  // consumes the arm, queues the callback
+
+  NDK_FN_CQ_NOTIFICATION_CALLBACK notification_;
+  PVOID notification_context_;
+  mutable std::mutex mutex_;
+  std::vector<NDK_RESULT_EX> ring_;
+  size_t head_ = 0;   // next entry to hand to the consumer
+  size_t count_ = 0;  // entries queued
+  int armed_ = -1;    // NDK_CQ_NOTIFY_* or -1
+  bool new_since_notify_ = false;
+  bool error_ = false;
+  ULONG moderation_interval_ = 0;  // microseconds; 0: off (R123)
+  ULONG moderation_count_ = 0;
+};
+
+}  // namespace softndk

@@ -1,0 +1,30 @@
+// Memory tokens (local and remote): random 32-bit values, unique among the live tokens of
+// one adapter, so a peer cannot guess one (tokens travel to peers in consumer messages).
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <random>
+#include <unordered_map>
+
+namespace softndk {
+
+class Object;
+
+class TokenTable {
+ public:
+  TokenTable();
+  // A fresh token owned by `owner`; never 0 (0 marks "no token").
+  uint32_t allocate(Object* owner);
+  void free(uint32_t token);
+  // The owner of a live token, or null.
+  Object* lookup(uint32_t token) const;
+  size_t live() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::mt19937 random_;
+  std::unordered_map<uint32_t, Object*> owners_;
+};
+
+}  // namespace softndk

@@ -1,0 +1,122 @@
+#include "core/tunables.hpp"
+
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string_view>
+
+namespace softndk::tunables {
+namespace {
+
+bool is_number(const std::string& v) {
+  if (v.empty() || v.size() > 19) return false;
+  for (char c : v)
+    if (!std::isdigit(static_cast<unsigned char>(c))) return false;
+  return true;
+}
+bool is_positive(const std::string& v) { return is_number(v) && std::stoull(v) > 0; }
+bool is_mode(const std::string& v) {
+  return v == "inline" || v == "caller-thread" || v == "provider-thread" || v == "mixed";
+}
+
+// The limits an adapter reports in NDK_ADAPTER_INFO and enforces (R211). The defaults are
+// in the range of real RDMA NICs; tests lower them to reach every maximum cheaply.
+const Tunable kTable[] = {
+    {"completion_mode", "inline",
+     "How creates, requests and closes complete: inline, caller-thread (STATUS_PENDING, "
+     "callback before the call returns), provider-thread (callback from a provider thread) "
+     "or mixed (each call picks one from a seeded sequence)",
+     is_mode},
+    {"completion_seed", "1", "Seed of the mixed completion mode (same seed, same choices)",
+     is_number},
+    {"max_cq_depth", "65536", "MaxCqDepth: most completions a CQ holds", is_positive},
+    {"max_receive_queue_depth", "16384", "MaxReceiveQueueDepth of a QP", is_positive},
+    {"max_initiator_queue_depth", "16384", "MaxInitiatorQueueDepth of a QP", is_positive},
+    {"max_srq_depth", "16384", "MaxSrqDepth of a shared receive queue", is_positive},
+    {"max_initiator_sge", "32", "MaxInitiatorRequestSge", is_positive},
+    {"max_receive_sge", "32", "MaxReceiveRequestSge (QP and SRQ receives)", is_positive},
+    {"max_read_sge", "32", "MaxReadRequestSge", is_positive},
+    {"max_inline_data", "256", "MaxInlineDataSize: most bytes one INLINE request carries",
+     is_number},
+    {"max_inbound_read_limit", "16", "MaxInboundReadLimit (IRD) of a QP", is_positive},
+    {"max_outbound_read_limit", "16", "MaxOutboundReadLimit (ORD) of a QP", is_positive},
+    {"frmr_page_count", "512", "FRMRPageCount: most pages of one fast registration",
+     is_positive},
+    {"max_transfer_length", "1073741824", "MaxTransferLength: most bytes of one request",
+     is_positive},
+    {"max_registration_size", "1099511627776", "MaxRegistrationSize of one memory region",
+     is_positive},
+    {"max_caller_data", "56", "MaxCallerData: private data bytes a connect may carry",
+     is_number},
+    {"max_callee_data", "148", "MaxCalleeData: private data bytes an accept or reject may carry",
+     is_number},
+    {"large_request_threshold", "65536",
+     "LargeRequestThreshold: requests at least this large are better as RDMA than sends",
+     is_number},
+};
+
+std::mutex g_mutex;
+std::map<std::string, std::string, std::less<>> g_values;  // set through the API
+
+std::string env_name(const char* name) {
+  std::string result = "SOFTNDK_";
+  for (const char* p = name; *p; ++p) result += static_cast<char>(std::toupper(*p));
+  return result;
+}
+
+}  // namespace
+
+const Tunable* begin() { return kTable; }
+const Tunable* end() { return kTable + sizeof(kTable) / sizeof(kTable[0]); }
+
+const Tunable* find(const std::string& name) {
+  for (const Tunable* t = begin(); t != end(); ++t)
+    if (name == t->name) return t;
+  return nullptr;
+}
+
+std::string get(const Tunable& t) {
+  {
+    std::lock_guard lock(g_mutex);
+    auto it = g_values.find(std::string_view(t.name));
+    if (it != g_values.end()) return it->second;
+  }
+  const char* env = std::getenv(env_name(t.name).c_str());
+  if (env != nullptr && t.valid(env)) return env;
+  if (env != nullptr)
+    std::fprintf(stderr, "softndk: ignoring %s=%s (not a valid value)\n",
+                 env_name(t.name).c_str(), env);
+  return t.default_value;
+}
+
+std::optional<std::string> get(const std::string& name) {
+  const Tunable* t = find(name);
+  if (t == nullptr) return std::nullopt;
+  return get(*t);
+}
+
+bool set(const std::string& name, const std::string& value) {
+  const Tunable* t = find(name);
+  if (t == nullptr || !t->valid(value)) return false;
+  std::lock_guard lock(g_mutex);
+  g_values[name] = value;
+  return true;
+}
+
+void reset() {
+  std::lock_guard lock(g_mutex);
+  g_values.clear();
+}
+
+uint64_t number(const char* name) {
+  const Tunable* t = find(name);
+  if (t == nullptr) {
+    std::fprintf(stderr, "softndk: internal error: no tunable named %s\n", name);
+    std::abort();
+  }
+  return std::stoull(get(*t));
+}
+
+}  // namespace softndk::tunables
