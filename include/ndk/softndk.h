@@ -30,20 +30,20 @@ typedef enum _SOFTNDK_FABRIC {
     SOFTNDK_FABRIC_SHM = 3     /* shared memory between processes (not yet available) */
 } SOFTNDK_FABRIC;
 
-/* How creates, requests and closes complete (the four paths the NDK contract allows). */
+/* How creates, requests and closes complete (the four paths the NDK contract allows).
+ * A zeroed SOFTNDK_OPEN_OPTIONS asks for every default. */
 typedef enum _SOFTNDK_COMPLETION_MODE {
-    SOFTNDK_COMPLETION_INLINE = 0,          /* return the final status */
-    SOFTNDK_COMPLETION_CALLER_THREAD = 1,   /* STATUS_PENDING, callback before the return */
-    SOFTNDK_COMPLETION_PROVIDER_THREAD = 2, /* STATUS_PENDING, callback from a provider thread */
-    SOFTNDK_COMPLETION_MIXED = 3            /* each call picks one, from a seeded sequence */
+    SOFTNDK_COMPLETION_DEFAULT = 0,         /* the completion_mode tunable (default: inline) */
+    SOFTNDK_COMPLETION_INLINE = 1,          /* return the final status */
+    SOFTNDK_COMPLETION_CALLER_THREAD = 2,   /* STATUS_PENDING, callback before the return */
+    SOFTNDK_COMPLETION_PROVIDER_THREAD = 3, /* STATUS_PENDING, callback from a provider thread */
+    SOFTNDK_COMPLETION_MIXED = 4            /* each call picks one, from a seeded sequence */
 } SOFTNDK_COMPLETION_MODE;
-
-#define SOFTNDK_COMPLETION_MODE_DEFAULT ((SOFTNDK_COMPLETION_MODE)-1) /* use the tunable */
 
 typedef struct _SOFTNDK_OPEN_OPTIONS {
     ULONG Size;                             /* sizeof(SOFTNDK_OPEN_OPTIONS) */
     SOFTNDK_FABRIC Fabric;                  /* 0: SOFTNDK_FABRIC_INPROC */
-    SOFTNDK_COMPLETION_MODE CompletionMode; /* SOFTNDK_COMPLETION_MODE_DEFAULT: tunable */
+    SOFTNDK_COMPLETION_MODE CompletionMode; /* SOFTNDK_COMPLETION_DEFAULT: the tunable */
     ULONG64 Seed;                           /* mixed mode; 0: the completion_seed tunable */
 } SOFTNDK_OPEN_OPTIONS;
 

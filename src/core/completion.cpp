@@ -56,7 +56,7 @@ Delivery DeliveryPolicy::next() {
     case SOFTNDK_COMPLETION_PROVIDER_THREAD:
       return Delivery::kProviderThread;
     case SOFTNDK_COMPLETION_MIXED:
-    default:
+    case SOFTNDK_COMPLETION_DEFAULT:  // resolved at open; never stored
       break;
   }
   uint64_t n = sequence_.fetch_add(1, std::memory_order_relaxed);

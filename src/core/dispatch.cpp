@@ -5,6 +5,7 @@
 #include "core/dispatch.hpp"
 
 #include <new>
+#include <type_traits>
 
 #include "core/adapter.hpp"
 #include "core/connection.hpp"
@@ -28,7 +29,8 @@ NTSTATUS resolve(NdkStruct* ndk, T** out) {
 }
 
 // Creates a child object and completes the create as the adapter's policy says. The
-// factory runs only when no fault is injected; it may fail (returns null).
+// factory runs only when no fault is injected; it returns the object, or null with the
+// failure in `status`.
 template <class Factory>
 NTSTATUS create(Object& parent, NDK_FN_CREATE_COMPLETION completion, PVOID context, PVOID* out,
                 Factory&& factory) {
@@ -38,7 +40,10 @@ NTSTATUS create(Object& parent, NDK_FN_CREATE_COMPLETION completion, PVOID conte
   Object* created = nullptr;
   if (NT_SUCCESS(status)) {
     try {
-      created = factory();
+      if constexpr (std::is_invocable_v<Factory, NTSTATUS&>)
+        created = factory(status);
+      else
+        created = factory();
     } catch (const std::bad_alloc&) {
       status = STATUS_INSUFFICIENT_RESOURCES;  // R030
     }
@@ -71,10 +76,12 @@ NTSTATUS run_request(NdkStruct* ndk, NDK_FN_REQUEST_COMPLETION completion, PVOID
   NTSTATUS status = resolve(ndk, &object);
   if (!NT_SUCCESS(status)) return status;
   if (completion == nullptr) return STATUS_INVALID_PARAMETER;
-  status = action(*object);
-  if (status == STATUS_INVALID_PARAMETER) return status;  // argument errors stay inline
-  NTSTATUS fault = object->adapter().take_fault(SOFTNDK_FAULT_REQUEST);
-  if (NT_SUCCESS(status) && !NT_SUCCESS(fault)) status = fault;
+  // An injected fault stands for a resource failure: the request then has no effect.
+  status = object->adapter().take_fault(SOFTNDK_FAULT_REQUEST);
+  if (NT_SUCCESS(status)) {
+    status = action(*object);
+    if (status == STATUS_INVALID_PARAMETER) return status;  // argument errors stay inline
+  }
   return object->adapter().complete_request(object, completion, context, status);
 }
 
@@ -119,17 +126,18 @@ NTSTATUS create_shared_endpoint(NDK_ADAPTER* ndk, const PSOCKADDR address, ULONG
   if (completion == nullptr || out == nullptr) return STATUS_INVALID_PARAMETER;
   // Reserving the address is the create's outcome (R031, R032): its failures are
   // delivered like any other create result.
-  SockAddr reserved = *parsed;
-  NTSTATUS reserve = adapter->iface().reserve(reserved);
-  if (!NT_SUCCESS(reserve)) return adapter->complete_create(adapter, completion, context, reserve, nullptr, reinterpret_cast<PVOID*>(out));
-  return create(*adapter, completion, context, reinterpret_cast<PVOID*>(out), [&]() -> Object* {
-    try {
-      return new SharedEndpoint(*adapter, reserved);
-    } catch (...) {
-      adapter->iface().unreserve(reserved);
-      throw;
-    }
-  });
+  return create(*adapter, completion, context, reinterpret_cast<PVOID*>(out),
+                [&](NTSTATUS& result) -> Object* {
+                  SockAddr reserved = *parsed;
+                  result = adapter->iface().reserve(reserved);
+                  if (!NT_SUCCESS(result)) return nullptr;
+                  try {
+                    return new SharedEndpoint(*adapter, reserved);
+                  } catch (...) {
+                    adapter->iface().unreserve(reserved);
+                    throw;
+                  }
+                });
 }
 
 NTSTATUS create_connector(NDK_ADAPTER* ndk, NDK_FN_CREATE_COMPLETION completion, PVOID context,

@@ -39,9 +39,9 @@ bool resolve_options(const SOFTNDK_OPEN_OPTIONS* given, SOFTNDK_FABRIC* kind,
   options->mode = mode_from_text(*tunables::get("completion_mode"));
   options->seed = tunables::number("completion_seed");
   if (given == nullptr) return true;
-  if (given->Size < sizeof(SOFTNDK_OPEN_OPTIONS)) return false;
+  if (given->Size != 0 && given->Size < sizeof(SOFTNDK_OPEN_OPTIONS)) return false;
   if (given->Fabric != 0) *kind = given->Fabric;
-  if (given->CompletionMode != SOFTNDK_COMPLETION_MODE_DEFAULT) {
+  if (given->CompletionMode != SOFTNDK_COMPLETION_DEFAULT) {
     if (given->CompletionMode < SOFTNDK_COMPLETION_INLINE ||
         given->CompletionMode > SOFTNDK_COMPLETION_MIXED)
       return false;
@@ -230,6 +230,7 @@ SOFTNDK_API const CHAR* SoftNdkCompletionModeName(SOFTNDK_COMPLETION_MODE mode) 
     case SOFTNDK_COMPLETION_CALLER_THREAD: return "caller-thread";
     case SOFTNDK_COMPLETION_PROVIDER_THREAD: return "provider-thread";
     case SOFTNDK_COMPLETION_MIXED: return "mixed";
+    case SOFTNDK_COMPLETION_DEFAULT: return "default";
   }
   return "unknown";
 }

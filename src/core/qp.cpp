@@ -81,7 +81,6 @@ NTSTATUS Qp::post_initiator(ULONG flags, ULONG allowed_flags, const NDK_SGE* sgl
     NTSTATUS status = validate_sgl(sgl, count, limits_.initiator_sge);
     if (!NT_SUCCESS(status)) return status;
   }
-  if (close_requested()) return STATUS_INVALID_DEVICE_STATE;
   // No connection yet: every initiator request fails inline (R077).
   return STATUS_CONNECTION_INVALID;
 }
@@ -90,7 +89,6 @@ NTSTATUS Qp::post_receive(PVOID request_context, const NDK_SGE* sgl, ULONG count
   if (srq_ != nullptr) return STATUS_INVALID_DEVICE_REQUEST;  // receives go to the SRQ
   NTSTATUS status = validate_sgl(sgl, count, limits_.receive_sge);
   if (!NT_SUCCESS(status)) return status;
-  if (close_requested()) return STATUS_INVALID_DEVICE_STATE;
   std::lock_guard lock(receive_mutex_);
   if (receives_.size() >= limits_.receive_depth) return STATUS_INSUFFICIENT_RESOURCES;  // R091
   receives_.push_back(PostedReceive{request_context});  // kept until a connection (R078)
