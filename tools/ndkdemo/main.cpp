@@ -175,6 +175,31 @@ int tour(NDK_ADAPTER* adapter, const SOCKADDR_INET& local, bool verbose) {
                                           ctx, out);
       });
 
+  // The lifetime rule users trip over: a parent closed while a child lives stays pending
+  // until the child has closed, whatever the completion mode (R049).
+  if (qp != nullptr && verbose) {
+    Waiter pd_closed;
+    NTSTATUS early = pd->Dispatch->NdkClosePd(&pd->Header, &Waiter::on_close, &pd_closed);
+    fmt::print("    {:<34} {:<28} {}\n", "close PD while a QP is open", status_text(early),
+               pd_closed.called ? "ERROR: completed early" : "waits for the QP");
+    if (early != STATUS_PENDING) return d.failures() + 1;
+    pd = nullptr;  // closing already; its callback comes after the children below
+    d.close("QP (lets the PD close)", qp);
+    qp = nullptr;
+    d.close("QP with SRQ", srq_qp);
+    srq_qp = nullptr;
+    d.close("SRQ", srq);
+    srq = nullptr;
+    d.close("MW", mw);
+    mw = nullptr;
+    d.close("fast-register MR", frmr);
+    frmr = nullptr;
+    d.close("MR", mr);
+    mr = nullptr;
+    fmt::print("    {:<34} {:<28} {}\n", "PD close callback", pd_closed.wait() ? "called" : "MISSING",
+               "after its last child closed");
+    if (!pd_closed.called) return d.failures() + 1;
+  }
   d.close("shared endpoint", endpoint);
   d.close("listener", listener);
   d.close("connector", connector);
