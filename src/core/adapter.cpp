@@ -179,6 +179,30 @@ NTSTATUS Adapter::complete_request(Object* target, NDK_FN_REQUEST_COMPLETION com
   return STATUS_PENDING;
 }
 
+void Adapter::begin_pending(Object* target, PendingRequest& request,
+                            NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
+  target->hold();
+  request = PendingRequest{completion, context, true};
+}
+
+void Adapter::finish_pending(Object* target, PendingRequest& request, NTSTATUS status) {
+  if (!request.active) return;
+  request.active = false;
+  Task task;
+  task.run = [](const Task& t) {
+    {
+      CallbackScope scope;
+      reinterpret_cast<NDK_FN_REQUEST_COMPLETION>(t.callback)(t.context, t.status);
+    }
+    static_cast<Object*>(t.object)->release();  // the hold begin_pending took
+  };
+  task.object = target;
+  task.callback = reinterpret_cast<AnyCallback>(request.completion);
+  task.context = request.context;
+  task.status = status;
+  provider_thread_->post(task);
+}
+
 void Adapter::post_event(Object* target, void (*run)(const Task&), const Task& event) {
   // The wrapper holds the target while the consumer's callback runs, so its close
   // cannot complete meanwhile (R041, R045).
@@ -257,7 +281,7 @@ NTSTATUS Adapter::build_lam(MDL* mdl, SIZE_T length, NDK_FN_REQUEST_COMPLETION c
     *lam_size = static_cast<ULONG>(needed);
     *fbo = offset;
     std::lock_guard lock(lam_mutex_);
-    lams_[lam] = static_cast<ULONG>(pages);
+    lams_[lam] = LamRange{first_page, pages * PAGE_SIZE};
   }
   return complete_request(this, completion, context, status);
 }
@@ -266,6 +290,15 @@ void Adapter::release_lam(NDK_LOGICAL_ADDRESS_MAPPING* lam) {
   if (lam == nullptr) return;
   std::lock_guard lock(lam_mutex_);
   lams_.erase(lam);  // the MDL is left exactly as it was given (R155)
+}
+
+bool Adapter::lam_covers(uintptr_t address, size_t length) const {
+  std::lock_guard lock(lam_mutex_);
+  for (const auto& [lam, range] : lams_)
+    if (address >= range.start && length <= range.length &&
+        address - range.start <= range.length - length)
+      return true;
+  return false;
 }
 
 }  // namespace softndk

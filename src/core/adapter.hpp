@@ -50,6 +50,18 @@ class Adapter final : public Object {
   // has returned. With a null `completion` the status is returned inline.
   NTSTATUS complete_request(Object* target, NDK_FN_REQUEST_COMPLETION completion, PVOID context,
                             NTSTATUS status);
+  // A request that completes on a later event (a peer's answer), not within the call.
+  struct PendingRequest {
+    NDK_FN_REQUEST_COMPLETION completion = nullptr;
+    PVOID context = nullptr;
+    bool active = false;
+  };
+  // Records the request and holds `target` until its callback has returned (R040).
+  void begin_pending(Object* target, PendingRequest& request, NDK_FN_REQUEST_COMPLETION completion,
+                     PVOID context);
+  // Completes it (once) from the provider thread.
+  void finish_pending(Object* target, PendingRequest& request, NTSTATUS status);
+
   // Runs an event callback (CQ/SRQ notification, connect or disconnect event) for
   // `target` on the provider thread, holding `target` while it runs (R041).
   void post_event(Object* target, void (*run)(const Task&), const Task& task);
@@ -63,6 +75,8 @@ class Adapter final : public Object {
   NTSTATUS build_lam(MDL* mdl, SIZE_T length, NDK_FN_REQUEST_COMPLETION completion, PVOID context,
                      NDK_LOGICAL_ADDRESS_MAPPING* lam, ULONG* lam_size, ULONG* fbo);
   void release_lam(NDK_LOGICAL_ADDRESS_MAPPING* lam);
+  // Whether [address, address+length) lies inside one live LAM of this adapter.
+  bool lam_covers(uintptr_t address, size_t length) const;
 
   NTSTATUS query_info(NDK_ADAPTER_INFO* info, ULONG* size) const;
 
@@ -87,8 +101,12 @@ class Adapter final : public Object {
   } faults_[3];
   std::atomic<bool> any_fault_{false};
 
-  std::mutex lam_mutex_;
-  std::unordered_map<const NDK_LOGICAL_ADDRESS_MAPPING*, ULONG> lams_;  // -> page count
+  struct LamRange {
+    uintptr_t start;  // first page
+    size_t length;    // pages x PAGE_SIZE
+  };
+  mutable std::mutex lam_mutex_;
+  std::unordered_map<const NDK_LOGICAL_ADDRESS_MAPPING*, LamRange> lams_;
 };
 
 }  // namespace softndk

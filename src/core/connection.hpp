@@ -1,18 +1,32 @@
 // NDK_LISTENER, NDK_SHARED_ENDPOINT and NDK_CONNECTOR: local endpoints and connections.
+//
+// Connector states (one connection per connector):
+//   active:  Idle --Connect--> Connecting --peer accepts--> Accepted --CompleteConnect--> Connected
+//                                         \--peer rejects / goes away--> Failed
+//            Accepted --Reject--> Failed
+//   passive: Requested (from the connect event) --Accept--> Accepting --peer completes--> Connected
+//            Requested --Reject--> Failed
+//   both:    Connected --Disconnect, or the peer's--> Disconnected
 #pragma once
 
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <vector>
 
+#include "core/adapter.hpp"
 #include "core/object.hpp"
 #include "core/sockaddr.hpp"
+#include "fabric/connection.hpp"
 
 namespace softndk {
 
-class Listener final : public Object {
+class Qp;
+class SharedEndpoint;
+
+class Listener final : public Object, public fabric::ListenerEvents {
  public:
   Listener(Adapter& adapter, NDK_FN_CONNECT_EVENT_CALLBACK connect_event, PVOID context);
-  ~Listener() override;
   static Listener* from(NDK_LISTENER* ndk) { return object_of<Listener>(ndk, NdkObjectTypeListener); }
 
   // Reserves the address (port 0: ephemeral) and starts listening.
@@ -20,39 +34,107 @@ class Listener final : public Object {
   NTSTATUS local_address(PSOCKADDR out, ULONG* length) const;
   void pause(bool paused);
   bool paused() const;
-  NDK_FN_CONNECT_EVENT_CALLBACK connect_event() const { return connect_event_; }
-  PVOID connect_event_context() const { return connect_event_context_; }
+
+  // fabric::ListenerEvents
+  void pin() override { hold(); }
+  void unpin() override { release(); }
+  NTSTATUS connect_request(std::shared_ptr<fabric::Connection> connection, ULONG inbound_limit,
+                           ULONG outbound_limit, std::span<const uint8_t> private_data) override;
+
+ protected:
+  // Refuses new connections at once, even while the close is pending (R187).
+  void on_close_requested() override;
+  void on_closed() override;
 
  private:
   NDK_FN_CONNECT_EVENT_CALLBACK connect_event_;
   PVOID connect_event_context_;
   mutable std::mutex mutex_;
   std::optional<SockAddr> address_;
+  bool listening_ = false;
   bool paused_ = false;
 };
 
 class SharedEndpoint final : public Object {
  public:
   SharedEndpoint(Adapter& adapter, const SockAddr& reserved);
-  ~SharedEndpoint() override;
   static SharedEndpoint* from(NDK_SHARED_ENDPOINT* ndk) {
     return object_of<SharedEndpoint>(ndk, NdkObjectTypeSharedEndpoint);
   }
   const SockAddr& address() const { return address_; }
 
+ protected:
+  void on_closed() override;
+
  private:
   SockAddr address_;
 };
 
-class Connector final : public Object {
+class Connector final : public Object, public fabric::ConnectorEvents {
  public:
+  // The active side: created by NdkCreateConnector.
   explicit Connector(Adapter& adapter);
-  static Connector* from(NDK_CONNECTOR* ndk) {
-    return object_of<Connector>(ndk, NdkObjectTypeConnector);
-  }
-  // The connection state machine comes with the data path; until a connection exists
-  // every query reports STATUS_CONNECTION_INVALID.
-  bool connected() const { return false; }
+  // The passive side: created for an incoming request on `listener`.
+  Connector(Adapter& adapter, std::shared_ptr<fabric::Connection> connection, ULONG peer_inbound,
+            ULONG peer_outbound, std::span<const uint8_t> private_data);
+  static Connector* from(NDK_CONNECTOR* ndk) { return object_of<Connector>(ndk, NdkObjectTypeConnector); }
+
+  struct DisconnectHandler {
+    NDK_FN_DISCONNECT_EVENT_CALLBACK plain = nullptr;
+    NDK_FN_DISCONNECT_EVENT_CALLBACK_EX ex = nullptr;
+    PVOID context = nullptr;
+  };
+
+  NTSTATUS connect(Qp& qp, const SockAddr& source, const SockAddr& destination, ULONG inbound,
+                   ULONG outbound, std::span<const uint8_t> data, NDK_FN_REQUEST_COMPLETION completion,
+                   PVOID context);
+  NTSTATUS complete_connect(const DisconnectHandler& handler, NDK_FN_REQUEST_COMPLETION completion,
+                            PVOID context);
+  NTSTATUS accept(Qp& qp, ULONG inbound, ULONG outbound, std::span<const uint8_t> data,
+                  const DisconnectHandler& handler, NDK_FN_REQUEST_COMPLETION completion,
+                  PVOID context);
+  NTSTATUS reject(std::span<const uint8_t> data);
+  NTSTATUS connection_data(ULONG* inbound, ULONG* outbound, PVOID data, ULONG* length) const;
+  NTSTATUS local_address(PSOCKADDR out, ULONG* length) const;
+  NTSTATUS peer_address(PSOCKADDR out, ULONG* length) const;
+  NTSTATUS disconnect(NDK_FN_REQUEST_COMPLETION completion, PVOID context);
+
+  // fabric::ConnectorEvents
+  void pin() override { hold(); }
+  void unpin() override { release(); }
+  void peer_accepted(ULONG inbound_limit, ULONG outbound_limit,
+                     std::span<const uint8_t> private_data) override;
+  void peer_rejected(std::span<const uint8_t> private_data) override;
+  void peer_completed() override;
+  void peer_aborted() override;
+  void peer_disconnected(NTSTATUS status) override;
+
+ protected:
+  void on_close_requested() override;
+  void on_closed() override;
+
+ private:
+  enum class State { kIdle, kConnecting, kAccepted, kRequested, kAccepting, kConnected, kDisconnected, kFailed };
+
+  // Raises the disconnect event once per connection (R169, R170), held while it runs.
+  void report_disconnect_locked(ULONG reason);
+
+  mutable std::mutex mutex_;
+  State state_;
+  fabric::Connection::Side side_;
+  std::shared_ptr<fabric::Connection> connection_;
+  Qp* qp_ = nullptr;
+  std::optional<SockAddr> reserved_;  // the local address a Connect reserved
+  Adapter::PendingRequest connect_request_;
+  Adapter::PendingRequest accept_request_;
+  ULONG inbound_limit_ = 0;   // effective IRD (R176), or the peer's offer before Accept
+  ULONG outbound_limit_ = 0;  // effective ORD (R177)
+  ULONG own_inbound_ = 0;     // what this side offered (active side)
+  ULONG own_outbound_ = 0;
+  std::vector<uint8_t> peer_data_;  // private data the peer sent (R184)
+  DisconnectHandler disconnect_handler_;
+  bool disconnect_reported_ = false;
+  bool aborted_ = false;  // the peer went away during establishment
 };
 
 }  // namespace softndk

@@ -5,6 +5,7 @@
 #include "core/dispatch.hpp"
 
 #include <new>
+#include <span>
 #include <type_traits>
 
 #include "core/adapter.hpp"
@@ -103,7 +104,11 @@ NTSTATUS create_cq(NDK_ADAPTER* ndk, ULONG depth, NDK_FN_CQ_NOTIFICATION_CALLBAC
   if (notification == nullptr || depth == 0 || depth > adapter->info().MaxCqDepth)
     return STATUS_INVALID_PARAMETER;  // R026, R034
   return create(*adapter, completion, context, reinterpret_cast<PVOID*>(out),
-                [&] { return new Cq(*adapter, depth, notification, notification_context); });
+                [&] {
+                  auto* cq = new Cq(*adapter, depth, notification, notification_context);
+                  cq->add_antecedent(adapter);
+                  return cq;
+                });
 }
 
 NTSTATUS create_pd(NDK_ADAPTER* ndk, NDK_FN_CREATE_COMPLETION completion, PVOID context,
@@ -112,7 +117,11 @@ NTSTATUS create_pd(NDK_ADAPTER* ndk, NDK_FN_CREATE_COMPLETION completion, PVOID 
   NTSTATUS status = resolve(ndk, &adapter);
   if (!NT_SUCCESS(status)) return status;
   return create(*adapter, completion, context, reinterpret_cast<PVOID*>(out),
-                [&] { return new Pd(*adapter); });
+                [&] {
+                  auto* pd = new Pd(*adapter);
+                  pd->add_antecedent(adapter);
+                  return pd;
+                });
 }
 
 NTSTATUS create_shared_endpoint(NDK_ADAPTER* ndk, const PSOCKADDR address, ULONG length,
@@ -132,7 +141,9 @@ NTSTATUS create_shared_endpoint(NDK_ADAPTER* ndk, const PSOCKADDR address, ULONG
                   result = adapter->iface().reserve(reserved);
                   if (!NT_SUCCESS(result)) return nullptr;
                   try {
-                    return new SharedEndpoint(*adapter, reserved);
+                    auto* endpoint = new SharedEndpoint(*adapter, reserved);
+                    endpoint->add_antecedent(adapter);
+                    return endpoint;
                   } catch (...) {
                     adapter->iface().unreserve(reserved);
                     throw;
@@ -146,7 +157,11 @@ NTSTATUS create_connector(NDK_ADAPTER* ndk, NDK_FN_CREATE_COMPLETION completion,
   NTSTATUS status = resolve(ndk, &adapter);
   if (!NT_SUCCESS(status)) return status;
   return create(*adapter, completion, context, reinterpret_cast<PVOID*>(out),
-                [&] { return new Connector(*adapter); });
+                [&] {
+                  auto* connector = new Connector(*adapter);
+                  connector->add_antecedent(adapter);
+                  return connector;
+                });
 }
 
 NTSTATUS create_listener(NDK_ADAPTER* ndk, NDK_FN_CONNECT_EVENT_CALLBACK connect_event,
@@ -157,7 +172,11 @@ NTSTATUS create_listener(NDK_ADAPTER* ndk, NDK_FN_CONNECT_EVENT_CALLBACK connect
   if (!NT_SUCCESS(status)) return status;
   if (connect_event == nullptr) return STATUS_INVALID_PARAMETER;  // R034
   return create(*adapter, completion, context, reinterpret_cast<PVOID*>(out),
-                [&] { return new Listener(*adapter, connect_event, connect_context); });
+                [&] {
+                  auto* listener = new Listener(*adapter, connect_event, connect_context);
+                  listener->add_antecedent(adapter);
+                  return listener;
+                });
 }
 
 NTSTATUS build_lam(NDK_ADAPTER* ndk, MDL* mdl, SIZE_T length, NDK_FN_REQUEST_COMPLETION completion,
@@ -371,12 +390,7 @@ NTSTATUS srq_receive(NDK_SRQ* ndk, PVOID context, const NDK_SGE* sgl, ULONG coun
 
 // ---- QP -----------------------------------------------------------------------------
 
-constexpr ULONG kSendFlags = NDK_OP_FLAG_SILENT_SUCCESS | NDK_OP_FLAG_READ_FENCE |
-                             NDK_OP_FLAG_SEND_AND_SOLICIT_EVENT | NDK_OP_FLAG_INLINE |
-                             NDK_OP_FLAG_DEFER;
 constexpr ULONG kRdmaFlags = NDK_OP_FLAG_SILENT_SUCCESS | NDK_OP_FLAG_READ_FENCE | NDK_OP_FLAG_DEFER;
-constexpr ULONG kWriteFlags = kRdmaFlags | NDK_OP_FLAG_INLINE;  // INLINE on Write: §7 item 15
-constexpr ULONG kReadFlags = kRdmaFlags | NDK_OP_FLAG_RDMA_READ_LOCAL_INVALIDATE;
 constexpr ULONG kBindFlags = kRdmaFlags | NDK_OP_FLAG_ALLOW_REMOTE_READ | NDK_OP_FLAG_ALLOW_REMOTE_WRITE;
 constexpr ULONG kFastRegisterFlags = kBindFlags | NDK_OP_FLAG_ALLOW_LOCAL_WRITE |
                                      NDK_OP_FLAG_RDMA_READ_SINK;
@@ -386,11 +400,10 @@ VOID flush(NDK_QP* ndk) {
 }
 
 NTSTATUS send(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count, ULONG flags) {
-  (void)context;
   Qp* qp;
   NTSTATUS status = resolve(ndk, &qp);
   if (!NT_SUCCESS(status)) return status;
-  return qp->post_initiator(flags, kSendFlags, sgl, count);
+  return qp->post_send(context, sgl, count, flags, /*invalidate=*/false, 0);
 }
 
 NTSTATUS receive(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count) {
@@ -412,7 +425,7 @@ NTSTATUS bind(NDK_QP* ndk, PVOID context, NDK_MR* ndk_mr, NDK_MW* ndk_mw, PVOID 
   if (NT_SUCCESS(status)) status = resolve(ndk_mw, &mw);
   if (!NT_SUCCESS(status)) return status;
   if (length == 0) return STATUS_INVALID_PARAMETER;
-  return qp->post_initiator(flags, kBindFlags, nullptr, 0);
+  return qp->post_memory_operation(flags, kBindFlags);
 }
 
 NTSTATUS fast_register(NDK_QP* ndk, PVOID context, NDK_MR* ndk_mr, ULONG page_count,
@@ -428,7 +441,7 @@ NTSTATUS fast_register(NDK_QP* ndk, PVOID context, NDK_MR* ndk_mr, ULONG page_co
   if (page_count == 0 || pages == nullptr || fbo >= PAGE_SIZE || length == 0 ||
       length > static_cast<SIZE_T>(page_count) * PAGE_SIZE - fbo)
     return STATUS_INVALID_PARAMETER;  // R142
-  return qp->post_initiator(flags, kFastRegisterFlags, nullptr, 0);
+  return qp->post_memory_operation(flags, kFastRegisterFlags);
 }
 
 NTSTATUS invalidate(NDK_QP* ndk, PVOID context, NDK_OBJECT_HEADER* target, ULONG flags) {
@@ -439,71 +452,65 @@ NTSTATUS invalidate(NDK_QP* ndk, PVOID context, NDK_OBJECT_HEADER* target, ULONG
   Object* object = Object::from_header(target, NdkObjectTypeUndefined);
   if (object == nullptr || (object->type() != NdkObjectTypeMr && object->type() != NdkObjectTypeMw))
     return STATUS_INVALID_PARAMETER;
-  return qp->post_initiator(flags, kRdmaFlags, nullptr, 0);
+  return qp->post_memory_operation(flags, kRdmaFlags);
 }
 
 NTSTATUS read(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count, UINT64 address,
               UINT32 token, ULONG flags) {
-  (void)context;
-  (void)address;
-  (void)token;
   Qp* qp;
   NTSTATUS status = resolve(ndk, &qp);
   if (!NT_SUCCESS(status)) return status;
-  return qp->post_initiator(flags, kReadFlags, sgl, count);
+  return qp->post_read(context, sgl, count, address, token, flags);
 }
 
 NTSTATUS write(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count, UINT64 address,
                UINT32 token, ULONG flags) {
-  (void)context;
-  (void)address;
-  (void)token;
   Qp* qp;
   NTSTATUS status = resolve(ndk, &qp);
   if (!NT_SUCCESS(status)) return status;
-  return qp->post_initiator(flags, kWriteFlags, sgl, count);
+  return qp->post_write(context, sgl, count, address, token, flags);
 }
 
 NTSTATUS send_and_invalidate(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count,
                              ULONG flags, UINT32 token) {
-  (void)context;
-  (void)token;
   Qp* qp;
   NTSTATUS status = resolve(ndk, &qp);
   if (!NT_SUCCESS(status)) return status;
-  return qp->post_initiator(flags, kSendFlags, sgl, count);
+  return qp->post_send(context, sgl, count, flags, /*invalidate=*/true, token);
 }
 
 // ---- connector ----------------------------------------------------------------------
 
 // Shared checks of the connect family: objects valid, private data within the limit.
 NTSTATUS check_connect(Connector* connector, NDK_QP* ndk_qp, const PVOID data, ULONG length,
-                       ULONG limit) {
-  Qp* qp;
-  NTSTATUS status = resolve(ndk_qp, &qp);
+                       ULONG limit, Qp** qp) {
+  NTSTATUS status = resolve(ndk_qp, qp);
   if (!NT_SUCCESS(status)) return status;
-  if (&qp->adapter() != &connector->adapter()) return STATUS_INVALID_PARAMETER;
+  if (&(*qp)->adapter() != &connector->adapter()) return STATUS_INVALID_PARAMETER;
   if ((length > 0 && data == nullptr) || length > limit) return STATUS_INVALID_PARAMETER;  // R186
   return STATUS_SUCCESS;
+}
+
+std::span<const uint8_t> bytes(const PVOID data, ULONG length) {
+  return {static_cast<const uint8_t*>(data), length};
 }
 
 NTSTATUS connect(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp, const PSOCKADDR source, ULONG source_length,
                  const PSOCKADDR destination, ULONG destination_length, ULONG inbound_limit,
                  ULONG outbound_limit, const PVOID data, ULONG data_length,
                  NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
-  (void)inbound_limit;
-  (void)outbound_limit;
-  (void)context;
   Connector* connector;
+  Qp* qp;
   NTSTATUS status = resolve(ndk, &connector);
   if (!NT_SUCCESS(status)) return status;
   status = check_connect(connector, ndk_qp, data, data_length,
-                         connector->adapter().info().MaxCallerData);
+                         connector->adapter().info().MaxCallerData, &qp);
   if (!NT_SUCCESS(status)) return status;
-  if (!SockAddr::parse(source, source_length) || !SockAddr::parse(destination, destination_length) ||
-      completion == nullptr)
-    return STATUS_INVALID_PARAMETER;
-  return STATUS_NOT_SUPPORTED;  // connection establishment arrives with the data path
+  std::optional<SockAddr> from = SockAddr::parse(source, source_length);
+  std::optional<SockAddr> to = SockAddr::parse(destination, destination_length);
+  if (!from || !to || completion == nullptr) return STATUS_INVALID_PARAMETER;
+  return connector->connect(*qp, *from, *to, inbound_limit, outbound_limit,
+                            bytes(data, data_length), completion, context);
 }
 
 NTSTATUS connect_with_shared_endpoint(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp,
@@ -517,49 +524,65 @@ NTSTATUS connect_with_shared_endpoint(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp,
   (void)context;
   Connector* connector;
   SharedEndpoint* endpoint;
+  Qp* qp;
   NTSTATUS status = resolve(ndk, &connector);
   if (NT_SUCCESS(status)) status = resolve(ndk_endpoint, &endpoint);
   if (!NT_SUCCESS(status)) return status;
   status = check_connect(connector, ndk_qp, data, data_length,
-                         connector->adapter().info().MaxCallerData);
+                         connector->adapter().info().MaxCallerData, &qp);
   if (!NT_SUCCESS(status)) return status;
   if (!SockAddr::parse(destination, destination_length) || completion == nullptr)
     return STATUS_INVALID_PARAMETER;
-  return STATUS_NOT_SUPPORTED;  // connection establishment arrives with the data path
+  return STATUS_NOT_SUPPORTED;  // shared endpoints connect with the next issue
 }
 
-// CompleteConnect[Ex], Accept[Ex], Reject, Disconnect and the queries need a connector in
-// a connecting or connected state; none exists before a Connect succeeds.
-template <class Callback>
-NTSTATUS complete_connect(NDK_CONNECTOR* ndk, Callback event, PVOID event_context,
-                          NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
-  (void)event;
-  (void)event_context;
-  (void)context;
+NTSTATUS complete_connect(NDK_CONNECTOR* ndk, NDK_FN_DISCONNECT_EVENT_CALLBACK event,
+                          PVOID event_context, NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
   Connector* connector;
   NTSTATUS status = resolve(ndk, &connector);
   if (!NT_SUCCESS(status)) return status;
   if (completion == nullptr) return STATUS_INVALID_PARAMETER;
-  return STATUS_CONNECTION_INVALID;  // not connecting (R163)
+  return connector->complete_connect({event, nullptr, event_context}, completion, context);
 }
 
-template <class Callback>
-NTSTATUS accept(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp, ULONG inbound_limit, ULONG outbound_limit,
-                const PVOID data, ULONG data_length, Callback event, PVOID event_context,
-                NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
-  (void)inbound_limit;
-  (void)outbound_limit;
-  (void)event;
-  (void)event_context;
-  (void)context;
+NTSTATUS complete_connect_ex(NDK_CONNECTOR* ndk, NDK_FN_DISCONNECT_EVENT_CALLBACK_EX event,
+                             PVOID event_context, NDK_FN_REQUEST_COMPLETION completion,
+                             PVOID context) {
   Connector* connector;
+  NTSTATUS status = resolve(ndk, &connector);
+  if (!NT_SUCCESS(status)) return status;
+  if (completion == nullptr) return STATUS_INVALID_PARAMETER;
+  return connector->complete_connect({nullptr, event, event_context}, completion, context);
+}
+
+NTSTATUS accept_common(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp, ULONG inbound_limit,
+                       ULONG outbound_limit, const PVOID data, ULONG data_length,
+                       const Connector::DisconnectHandler& handler,
+                       NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
+  Connector* connector;
+  Qp* qp;
   NTSTATUS status = resolve(ndk, &connector);
   if (!NT_SUCCESS(status)) return status;
   status = check_connect(connector, ndk_qp, data, data_length,
-                         connector->adapter().info().MaxCalleeData);
+                         connector->adapter().info().MaxCalleeData, &qp);
   if (!NT_SUCCESS(status)) return status;
   if (completion == nullptr) return STATUS_INVALID_PARAMETER;
-  return STATUS_CONNECTION_INVALID;  // no incoming request behind this connector
+  return connector->accept(*qp, inbound_limit, outbound_limit, bytes(data, data_length), handler,
+                           completion, context);
+}
+
+NTSTATUS accept(NDK_CONNECTOR* ndk, NDK_QP* qp, ULONG inbound_limit, ULONG outbound_limit,
+                const PVOID data, ULONG data_length, NDK_FN_DISCONNECT_EVENT_CALLBACK event,
+                PVOID event_context, NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
+  return accept_common(ndk, qp, inbound_limit, outbound_limit, data, data_length,
+                       {event, nullptr, event_context}, completion, context);
+}
+
+NTSTATUS accept_ex(NDK_CONNECTOR* ndk, NDK_QP* qp, ULONG inbound_limit, ULONG outbound_limit,
+                   const PVOID data, ULONG data_length, NDK_FN_DISCONNECT_EVENT_CALLBACK_EX event,
+                   PVOID event_context, NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
+  return accept_common(ndk, qp, inbound_limit, outbound_limit, data, data_length,
+                       {nullptr, event, event_context}, completion, context);
 }
 
 NTSTATUS reject(NDK_CONNECTOR* ndk, const PVOID data, ULONG data_length) {
@@ -568,37 +591,41 @@ NTSTATUS reject(NDK_CONNECTOR* ndk, const PVOID data, ULONG data_length) {
   if (!NT_SUCCESS(status)) return status;
   if ((data_length > 0 && data == nullptr) || data_length > connector->adapter().info().MaxCalleeData)
     return STATUS_INVALID_PARAMETER;
-  return STATUS_CONNECTION_INVALID;
+  return connector->reject(bytes(data, data_length));
 }
 
 NTSTATUS get_connection_data(NDK_CONNECTOR* ndk, ULONG* inbound, ULONG* outbound, PVOID data,
                              ULONG* data_length) {
-  (void)inbound;
-  (void)outbound;
   Connector* connector;
   NTSTATUS status = resolve(ndk, &connector);
   if (!NT_SUCCESS(status)) return status;
   if (data_length == nullptr || (data == nullptr && *data_length > 0))
     return STATUS_INVALID_PARAMETER;  // R182
-  return STATUS_CONNECTION_INVALID;
+  return connector->connection_data(inbound, outbound, data, data_length);
 }
 
-NTSTATUS connector_address(NDK_CONNECTOR* ndk, PSOCKADDR address, ULONG* length) {
-  (void)address;
+NTSTATUS connector_local_address(NDK_CONNECTOR* ndk, PSOCKADDR address, ULONG* length) {
   Connector* connector;
   NTSTATUS status = resolve(ndk, &connector);
   if (!NT_SUCCESS(status)) return status;
   if (length == nullptr) return STATUS_INVALID_PARAMETER;
-  return STATUS_CONNECTION_INVALID;
+  return connector->local_address(address, length);
+}
+
+NTSTATUS connector_peer_address(NDK_CONNECTOR* ndk, PSOCKADDR address, ULONG* length) {
+  Connector* connector;
+  NTSTATUS status = resolve(ndk, &connector);
+  if (!NT_SUCCESS(status)) return status;
+  if (length == nullptr) return STATUS_INVALID_PARAMETER;
+  return connector->peer_address(address, length);
 }
 
 NTSTATUS disconnect(NDK_CONNECTOR* ndk, NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
-  (void)context;
   Connector* connector;
   NTSTATUS status = resolve(ndk, &connector);
   if (!NT_SUCCESS(status)) return status;
   if (completion == nullptr) return STATUS_INVALID_PARAMETER;
-  return STATUS_CONNECTION_INVALID;
+  return connector->disconnect(completion, context);
 }
 
 // ---- listener -----------------------------------------------------------------------
@@ -660,15 +687,15 @@ const NDK_CONNECTOR_DISPATCH kConnector = {
     query_extension,
     connect,
     connect_with_shared_endpoint,
-    complete_connect<NDK_FN_DISCONNECT_EVENT_CALLBACK>,
-    accept<NDK_FN_DISCONNECT_EVENT_CALLBACK>,
+    complete_connect,
+    accept,
     reject,
     get_connection_data,
-    connector_address,
-    connector_address,
+    connector_local_address,
+    connector_peer_address,
     disconnect,
-    complete_connect<NDK_FN_DISCONNECT_EVENT_CALLBACK_EX>,
-    accept<NDK_FN_DISCONNECT_EVENT_CALLBACK_EX>,
+    complete_connect_ex,
+    accept_ex,
 };
 const NDK_LISTENER_DISPATCH kListener = {
     close_object, query_extension, listen, listener_address, control_connect_events,

@@ -88,6 +88,7 @@ NTSTATUS Object::close(NDK_FN_CLOSE_COMPLETION completion, PVOID context) {
   // Nothing holds the object: the close completes now, by the adapter's policy.
   switch (adapter_->policy().next()) {
     case Delivery::kInline:
+      on_closed();
       destroy(this);
       return STATUS_SUCCESS;
     case Delivery::kCallerThread:
@@ -108,6 +109,7 @@ void Object::on_drained() {
 }
 
 void Object::run_close_completion(Object* object) {
+  object->on_closed();
   if (object->close_completion_ != nullptr) {
     CallbackScope scope;
     object->close_completion_(object->close_context_);

@@ -83,6 +83,9 @@ class Object {
   // Called once when the close is requested, without locks held: cancel what is
   // pending so that the close finishes on its own (R042).
   virtual void on_close_requested() {}
+  // Called once when the close completes, before the close callback runs: release what
+  // the consumer may reuse as soon as it hears of the close (an address:port).
+  virtual void on_closed() {}
   // Called when the last hold is gone after a close was requested. The default queues
   // the close completion to the provider thread; the adapter overrides it.
   virtual void on_drained();

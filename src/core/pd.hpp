@@ -1,7 +1,7 @@
 // NDK_PD, NDK_MR and NDK_MW: protection domain, memory regions and memory windows.
 #pragma once
 
-#include <mutex>
+#include <shared_mutex>
 
 #include "core/object.hpp"
 
@@ -32,12 +32,24 @@ class Mr final : public Object {
   UINT32 local_token() const;
   UINT32 remote_token() const;
   bool fast_register() const { return fast_register_; }
+  const Pd& pd() const { return pd_; }
+
+  // The data path reads the registration under this lock, held shared for as long as
+  // it copies; (de)registration takes it exclusively, so memory is never reached
+  // through a registration that is going away.
+  std::shared_mutex& data_lock() const { return data_lock_; }
+  // With data_lock() held: where [address, address+length) named by `token` lives, if
+  // that token grants `need`. STATUS_ACCESS_VIOLATION or STATUS_REMOTE_RESOURCES.
+  NTSTATUS check_locked(uint32_t token, uint64_t address, size_t length, ULONG need,
+                        bool remote, uint8_t** data) const;
 
  private:
-  void drop_tokens_locked();
+  void drop_tokens();
 
+  const Pd& pd_;
   const bool fast_register_;
-  mutable std::mutex mutex_;
+  mutable std::shared_mutex data_lock_;
+  uint8_t* data_ = nullptr;   // the memory the MDL describes (user space: its address)
   bool registered_ = false;   // NdkRegisterMr done (register-only MRs)
   bool initialized_ = false;  // NdkInitializeFastRegisterMr done (fast-register MRs)
   ULONG page_capacity_ = 0;

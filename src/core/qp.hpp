@@ -1,20 +1,18 @@
-// NDK_QP and NDK_SRQ: the receive queue, the initiator queue and the shared receive queue.
+// NDK_QP and NDK_SRQ: the receive queue, the initiator queue and the shared receive queue,
+// and the QP's side of the data path (fabric::QpEndpoint).
 #pragma once
 
-#include <deque>
-#include <mutex>
+#include <atomic>
+#include <memory>
 
 #include "core/object.hpp"
+#include "core/receive_queue.hpp"
+#include "fabric/connection.hpp"
 
 namespace softndk {
 
 class Cq;
 class Pd;
-
-// One posted receive: what its completion will carry.
-struct PostedReceive {
-  PVOID request_context;
-};
 
 class Srq final : public Object {
  public:
@@ -24,21 +22,24 @@ class Srq final : public Object {
 
   NTSTATUS modify(ULONG depth, ULONG threshold);
   NTSTATUS post(PVOID request_context, const NDK_SGE* sgl, ULONG count);
+  // Takes the next receive for a QP of this SRQ (the data path).
+  bool take(PostedReceive& out);
   ULONG max_sge() const { return max_sge_; }
+  Pd& pd() const { return pd_; }
 
  private:
-  void check_threshold_locked();
+  void check_threshold_locked(size_t posted);
 
+  Pd& pd_;
   const ULONG max_sge_;
   NDK_FN_SRQ_NOTIFICATION_CALLBACK notification_;
   PVOID notification_context_;
-  std::mutex mutex_;
-  ULONG depth_;
+  ReceiveQueue receives_;
+  std::mutex threshold_mutex_;
   ULONG threshold_;  // 0: not armed
-  std::deque<PostedReceive> receives_;
 };
 
-class Qp final : public Object {
+class Qp final : public Object, public fabric::QpEndpoint {
  public:
   struct Limits {
     ULONG receive_depth;  // 0 with an SRQ
@@ -50,25 +51,69 @@ class Qp final : public Object {
   Qp(Pd& pd, Cq& receive_cq, Cq& initiator_cq, Srq* srq, PVOID context, const Limits& limits);
   static Qp* from(NDK_QP* ndk) { return object_of<Qp>(ndk, NdkObjectTypeQp); }
 
-  // Initiator requests (send, read, write, bind, fast register, invalidate): validates
-  // what the posting rules fix (flags, SGE count, inline size), then needs a connection.
-  NTSTATUS post_initiator(ULONG flags, ULONG allowed_flags, const NDK_SGE* sgl, ULONG count);
+  // ---- posting (the consumer's calls) ----
+  NTSTATUS post_send(PVOID request_context, const NDK_SGE* sgl, ULONG count, ULONG flags,
+                     bool invalidate, uint32_t invalidate_token);
+  NTSTATUS post_write(PVOID request_context, const NDK_SGE* sgl, ULONG count, uint64_t address,
+                      uint32_t token, ULONG flags);
+  NTSTATUS post_read(PVOID request_context, const NDK_SGE* sgl, ULONG count, uint64_t address,
+                     uint32_t token, ULONG flags);
+  // Bind, fast register, invalidate: validated; they arrive with memory windows.
+  NTSTATUS post_memory_operation(ULONG flags, ULONG allowed_flags);
   NTSTATUS post_receive(PVOID request_context, const NDK_SGE* sgl, ULONG count);
   void flush();
+
+  // ---- the connection (the connector's calls) ----
+  // Binds the QP to one connection; false if it already has one.
+  bool claim_for_connection();
+  void release_claim() { claimed_.store(false); }
+  void connected(std::shared_ptr<fabric::Connection> connection, fabric::Connection::Side side);
+  // The connection ended: gracefully (the QP keeps its requests, R103) or with an error
+  // (every outstanding request completes flushed).
+  void connection_ended(NTSTATUS status);
+
+  Pd& pd() const { return pd_; }
   Cq& receive_cq() { return receive_cq_; }
   Cq& initiator_cq() { return initiator_cq_; }
+
+  // ---- fabric::QpEndpoint: the peer's messages and accesses ----
+  SendOutcome deliver_send(const Extent* data, ULONG count, bool solicited, bool invalidate,
+                           uint32_t token) override;
+  NTSTATUS resolve_tagged(uint32_t token, uint64_t address, size_t length, ULONG need,
+                          Extent* out, AccessGuard& guard) override;
+  void terminated(NTSTATUS status) override { connection_ended(status); }
 
  protected:
   void on_close_requested() override { flush(); }  // R042
 
  private:
+  enum State : int { kIdle, kConnected, kError, kDisconnected };
+
+  // Checks what every initiator request needs: known flags, SGE count, a connection.
+  NTSTATUS check_initiator(ULONG flags, ULONG allowed_flags, const NDK_SGE* sgl, ULONG count,
+                           bool inline_allowed) const;
+  // Local SGEs (or INLINE data) of an initiator request as extents.
+  NTSTATUS gather(const NDK_SGE* sgl, ULONG count, ULONG flags, ULONG need, Extent* out,
+                  AccessGuard& guard) const;
+  // Completes an initiator request in the initiator CQ (R075, R080); an error ends the
+  // connection (the QP enters the error state).
+  void complete_initiator(PVOID request_context, NDK_OPERATION_TYPE type, NTSTATUS status,
+                          ULONG flags);
+  void fail(NTSTATUS status);
+  void complete_receive(const PostedReceive& receive, NTSTATUS status, size_t bytes,
+                        bool solicited, uint32_t invalidated);
+
+  Pd& pd_;
   Cq& receive_cq_;
   Cq& initiator_cq_;
   Srq* srq_;
   PVOID context_;
   Limits limits_;
-  std::mutex receive_mutex_;
-  std::deque<PostedReceive> receives_;
+  ReceiveQueue receives_;
+  std::atomic<int> state_{kIdle};
+  std::atomic<bool> claimed_{false};
+  std::shared_ptr<fabric::Connection> connection_;  // set once, before kConnected
+  fabric::Connection::Side side_ = fabric::Connection::kActive;
 };
 
 // Checks an SGE list against a maximum count; null list with a non-zero count fails.

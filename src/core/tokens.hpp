@@ -19,6 +19,14 @@ class TokenTable {
   void free(uint32_t token);
   // The owner of a live token, or null.
   Object* lookup(uint32_t token) const;
+  // Runs f(owner or null) under the table's lock, so the owner cannot lose the token (and
+  // so be destroyed) while f pins it. f must not take the table's lock again.
+  template <class F>
+  auto with_owner(uint32_t token, F&& f) const {
+    std::lock_guard lock(mutex_);
+    auto it = owners_.find(token);
+    return f(it == owners_.end() ? nullptr : it->second);
+  }
   size_t live() const;
 
  private:

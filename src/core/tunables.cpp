@@ -17,6 +17,7 @@ bool is_number(const std::string& v) {
   return true;
 }
 bool is_positive(const std::string& v) { return is_number(v) && std::stoull(v) > 0; }
+bool is_sge_count(const std::string& v) { return is_positive(v) && std::stoull(v) <= 64; }
 bool is_mode(const std::string& v) {
   return v == "inline" || v == "caller-thread" || v == "provider-thread" || v == "mixed";
 }
@@ -35,9 +36,9 @@ const Tunable kTable[] = {
     {"max_receive_queue_depth", "16384", "MaxReceiveQueueDepth of a QP", is_positive},
     {"max_initiator_queue_depth", "16384", "MaxInitiatorQueueDepth of a QP", is_positive},
     {"max_srq_depth", "16384", "MaxSrqDepth of a shared receive queue", is_positive},
-    {"max_initiator_sge", "32", "MaxInitiatorRequestSge", is_positive},
-    {"max_receive_sge", "32", "MaxReceiveRequestSge (QP and SRQ receives)", is_positive},
-    {"max_read_sge", "32", "MaxReadRequestSge", is_positive},
+    {"max_initiator_sge", "32", "MaxInitiatorRequestSge (at most 64)", is_sge_count},
+    {"max_receive_sge", "32", "MaxReceiveRequestSge of QP and SRQ receives (at most 64)", is_sge_count},
+    {"max_read_sge", "32", "MaxReadRequestSge (at most 64)", is_sge_count},
     {"max_inline_data", "256", "MaxInlineDataSize: most bytes one INLINE request carries",
      is_number},
     {"max_inbound_read_limit", "16", "MaxInboundReadLimit (IRD) of a QP", is_positive},

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/sockaddr.hpp"
+#include "fabric/connection.hpp"
 #include "ndk/softndk.h"
 
 namespace softndk::fabric {
@@ -33,6 +34,16 @@ class Interface {
   // STATUS_TOO_MANY_ADDRESSES (no ephemeral port left).
   virtual NTSTATUS reserve(SockAddr& address) = 0;
   virtual void unreserve(const SockAddr& address) = 0;
+
+  // Starts accepting connect requests for a reserved address; until unlisten returns,
+  // `events` may receive them (pinned while they are delivered).
+  virtual void listen(const SockAddr& address, ListenerEvents* events) = 0;
+  virtual void unlisten(const SockAddr& address) = 0;
+
+  // A new connection from `source` (reserved by the caller) to `destination`, whose
+  // active side's events go to `events`; Connection::request sends it.
+  virtual std::shared_ptr<Connection> connect(const SockAddr& source, const SockAddr& destination,
+                                              ConnectorEvents* events) = 0;
 
   void adapter_opened() { open_adapters_.fetch_add(1); }
   void adapter_closed() { open_adapters_.fetch_sub(1); }

@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "fabric/inproc/inproc_connection.hpp"
+
 namespace softndk::fabric::inproc {
 
 namespace {
@@ -48,6 +50,39 @@ void InprocHost::unreserve(const SockAddr& address) {
   reserved_.erase(key_of(address));
 }
 
+void InprocHost::listen(const SockAddr& address, ListenerEvents* events) {
+  std::lock_guard lock(mutex_);
+  listeners_[key_of(address)] = events;
+}
+
+void InprocHost::unlisten(const SockAddr& address) {
+  std::lock_guard lock(mutex_);
+  listeners_.erase(key_of(address));
+}
+
+std::shared_ptr<Connection> InprocHost::connect(const SockAddr& source,
+                                                const SockAddr& destination,
+                                                ConnectorEvents* events) {
+  return std::make_shared<InprocConnection>(source, destination, events);
+}
+
+NTSTATUS InprocHost::deliver_request(const SockAddr& destination,
+                                     std::shared_ptr<Connection> connection, ULONG inbound_limit,
+                                     ULONG outbound_limit, std::span<const uint8_t> private_data) {
+  ListenerEvents* listener;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = listeners_.find(key_of(destination));
+    if (it == listeners_.end()) return STATUS_CONNECTION_REFUSED;  // nobody listening
+    listener = it->second;
+    listener->pin();
+  }
+  NTSTATUS status =
+      listener->connect_request(std::move(connection), inbound_limit, outbound_limit, private_data);
+  listener->unpin();
+  return status;
+}
+
 InprocFabric& InprocFabric::instance() {
   static InprocFabric fabric;
   return fabric;
@@ -89,6 +124,13 @@ NTSTATUS InprocFabric::create_host(const std::string& name,
   hosts_[index] = std::make_shared<InprocHost>(index, name, std::move(own));
   *ifindex = index;
   return STATUS_SUCCESS;
+}
+
+std::shared_ptr<InprocHost> InprocFabric::host_owning(const SockAddr& address) {
+  std::lock_guard lock(mutex_);
+  for (auto& [index, host] : hosts_)
+    if (host->owns(address)) return host;
+  return nullptr;
 }
 
 NTSTATUS InprocFabric::destroy_host(ULONG ifindex) {

@@ -23,6 +23,15 @@ class InprocHost final : public Interface {
   std::vector<SockAddr> addresses() const override { return addresses_; }
   NTSTATUS reserve(SockAddr& address) override;
   void unreserve(const SockAddr& address) override;
+  void listen(const SockAddr& address, ListenerEvents* events) override;
+  void unlisten(const SockAddr& address) override;
+  std::shared_ptr<Connection> connect(const SockAddr& source, const SockAddr& destination,
+                                      ConnectorEvents* events) override;
+
+  // A connect request arriving at this host for `destination`.
+  NTSTATUS deliver_request(const SockAddr& destination, std::shared_ptr<Connection> connection,
+                           ULONG inbound_limit, ULONG outbound_limit,
+                           std::span<const uint8_t> private_data);
 
  private:
   using Key = std::pair<std::vector<unsigned char>, uint16_t>;  // (ip bytes, port)
@@ -33,6 +42,7 @@ class InprocHost final : public Interface {
   const std::vector<SockAddr> addresses_;
   std::mutex mutex_;
   std::set<Key> reserved_;
+  std::map<Key, ListenerEvents*> listeners_;
   uint32_t next_ephemeral_ = 0;
 };
 
@@ -48,6 +58,8 @@ class InprocFabric final : public Fabric {
   NTSTATUS create_host(const std::string& name, const std::vector<SockAddr>& addresses,
                        ULONG* ifindex);
   NTSTATUS destroy_host(ULONG ifindex);
+  // The host owning `address`: the in-process network is flat, every host reaches all.
+  std::shared_ptr<InprocHost> host_owning(const SockAddr& address);
 
  private:
   InprocFabric();

@@ -1,0 +1,62 @@
+// A connection between two connectors of one process. Establishment events are forwarded
+// to the other side's connector; the data path calls the peer QP's core directly, so a
+// write or read lands in the target's memory with nobody on the target side polling.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+
+#include "fabric/connection.hpp"
+
+namespace softndk::fabric::inproc {
+
+class InprocConnection final : public Connection,
+                               public std::enable_shared_from_this<InprocConnection> {
+ public:
+  InprocConnection(const SockAddr& active_address, const SockAddr& passive_address,
+                   ConnectorEvents* active);
+
+  NTSTATUS request(ULONG inbound_limit, ULONG outbound_limit,
+                   std::span<const uint8_t> private_data) override;
+  void attach_passive(ConnectorEvents* passive) override;
+
+  SockAddr local_address(Side side) const override { return addresses_[side]; }
+  SockAddr remote_address(Side side) const override { return addresses_[1 - side]; }
+
+  void accept(QpEndpoint* qp, ULONG inbound_limit, ULONG outbound_limit,
+              std::span<const uint8_t> private_data) override;
+  void reject(Side side, std::span<const uint8_t> private_data) override;
+  void complete(QpEndpoint* qp) override;
+  void disconnect(Side side) override;
+  void terminate(Side side, NTSTATUS status) override;
+  void detach(Side side) override;
+
+  NTSTATUS send(Side side, const Extent* data, ULONG count, bool solicited, bool invalidate,
+                uint32_t token) override;
+  NTSTATUS write(Side side, const Extent* data, ULONG count, uint32_t token,
+                 uint64_t address) override;
+  NTSTATUS read(Side side, const Extent* into, ULONG count, uint32_t token,
+                uint64_t address) override;
+
+ private:
+  // Delivers an event to `to`'s connector, pinned, outside the lock.
+  template <class F>
+  void forward(Side to, F&& deliver);
+  // Stops the data path and waits for operations in flight to leave it (they are
+  // bounded copies), so no peer QP is reached after it may be destroyed.
+  void close_data_path();
+  // The peer QP of `side` for one operation, or null when the data path is closed.
+  QpEndpoint* enter(Side side);
+  void leave() { inflight_.fetch_sub(1, std::memory_order_release); }
+
+  const SockAddr addresses_[2];
+  std::mutex mutex_;
+  ConnectorEvents* sides_[2];
+  QpEndpoint* qps_[2] = {nullptr, nullptr};
+  bool ended_ = false;  // disconnected or terminated: the data path stays closed
+  std::atomic<bool> open_{false};
+  std::atomic<uint32_t> inflight_{0};
+};
+
+}  // namespace softndk::fabric::inproc

@@ -1,0 +1,464 @@
+// End to end on the in-process fabric, through the public headers only: two hosts, two
+// adapters, a listener, a connection, then sends, RDMA writes and reads with every byte
+// checked, the classic failures, and a clean teardown. Run in every completion mode.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ndk/ndkpi.h"
+#include "ndk/softndk.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// One completion of any kind, waited for with a bound.
+struct Waiter {
+  std::mutex mutex;
+  std::condition_variable cv;
+  int calls = 0;
+  NTSTATUS status = STATUS_PENDING;
+  NDK_OBJECT_HEADER* object = nullptr;
+
+  void signal(NTSTATUS s, NDK_OBJECT_HEADER* o) {
+    std::lock_guard lock(mutex);
+    ++calls;
+    status = s;
+    object = o;
+    cv.notify_all();
+  }
+  NTSTATUS wait(NTSTATUS returned) {
+    if (returned != STATUS_PENDING) return returned;
+    std::unique_lock lock(mutex);
+    if (!cv.wait_for(lock, 5s, [this] { return calls > 0; })) return STATUS_IO_TIMEOUT;
+    return status;
+  }
+  static void on_create(PVOID c, NTSTATUS s, NDK_OBJECT_HEADER* o) { static_cast<Waiter*>(c)->signal(s, o); }
+  static void on_request(PVOID c, NTSTATUS s) { static_cast<Waiter*>(c)->signal(s, nullptr); }
+  static void on_close(PVOID c) { static_cast<Waiter*>(c)->signal(STATUS_SUCCESS, nullptr); }
+};
+
+template <class T, class F>
+T* create(F&& call) {
+  Waiter w;
+  T* out = nullptr;
+  NTSTATUS s = call(&Waiter::on_create, &w, &out);
+  if (s == STATUS_PENDING) {
+    if (w.wait(s) != STATUS_SUCCESS) return nullptr;
+    return reinterpret_cast<T*>(w.object);
+  }
+  return s == STATUS_SUCCESS ? out : nullptr;
+}
+
+template <class T>
+void close(T*& object) {
+  if (object == nullptr) return;
+  Waiter w;
+  NDK_FN_CLOSE_OBJECT fn = *reinterpret_cast<const NDK_FN_CLOSE_OBJECT*>(object->Dispatch);
+  EXPECT_EQ(w.wait(fn(&object->Header, &Waiter::on_close, &w)), STATUS_SUCCESS);
+  object = nullptr;
+}
+
+void no_cq_event(PVOID, NTSTATUS) {}
+
+// What the connect event hands over, and the disconnect events seen.
+struct Incoming {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::vector<NDK_CONNECTOR*> connectors;
+  static void on_connect(PVOID c, NDK_CONNECTOR* connector) {
+    auto* self = static_cast<Incoming*>(c);
+    std::lock_guard lock(self->mutex);
+    self->connectors.push_back(connector);
+    self->cv.notify_all();
+  }
+  NDK_CONNECTOR* next() {
+    std::unique_lock lock(mutex);
+    if (!cv.wait_for(lock, 5s, [this] { return !connectors.empty(); })) return nullptr;
+    NDK_CONNECTOR* c = connectors.front();
+    connectors.erase(connectors.begin());
+    return c;
+  }
+};
+
+struct Disconnects {
+  std::atomic<int> count{0};
+  std::atomic<ULONG> reason{0};
+  static void on(PVOID c) { static_cast<Disconnects*>(c)->count++; }
+  static void on_ex(PVOID c, ULONG reason) {
+    static_cast<Disconnects*>(c)->reason = reason;
+    static_cast<Disconnects*>(c)->count++;
+  }
+};
+
+// One side: adapter, CQ, PD, QP and a registered buffer.
+struct Side {
+  NDK_ADAPTER* adapter = nullptr;
+  NDK_CQ* cq = nullptr;
+  NDK_PD* pd = nullptr;
+  NDK_QP* qp = nullptr;
+  NDK_MR* mr = nullptr;
+  std::vector<unsigned char> buffer;
+  PMDL mdl = nullptr;
+  NDK_ADAPTER_INFO info{};
+
+  void open(ULONG ifindex, SOFTNDK_COMPLETION_MODE mode, ULONG mr_flags) {
+    SOFTNDK_OPEN_OPTIONS options{sizeof(options), SOFTNDK_FABRIC_INPROC, mode, 7};
+    ASSERT_EQ(SoftNdkOpenAdapter(ifindex, NDK_VERSION{2, 0}, &options, &adapter), STATUS_SUCCESS);
+    ULONG size = sizeof(info);
+    ASSERT_EQ(adapter->Dispatch->NdkQueryAdapterInfo(adapter, &info, &size), STATUS_SUCCESS);
+    cq = create<NDK_CQ>([&](auto cb, auto ctx, NDK_CQ** out) {
+      return adapter->Dispatch->NdkCreateCq(adapter, 256, no_cq_event, nullptr, nullptr, cb, ctx, out);
+    });
+    ASSERT_NE(cq, nullptr);
+    pd = create<NDK_PD>([&](auto cb, auto ctx, NDK_PD** out) { return adapter->Dispatch->NdkCreatePd(adapter, cb, ctx, out); });
+    ASSERT_NE(pd, nullptr);
+    qp = create<NDK_QP>([&](auto cb, auto ctx, NDK_QP** out) {
+      return pd->Dispatch->NdkCreateQp(pd, cq, cq, this, 64, 64, 4, 4, 64, cb, ctx, out);
+    });
+    ASSERT_NE(qp, nullptr);
+    buffer.assign(1 << 20, 0);
+    mdl = IoAllocateMdl(buffer.data(), static_cast<ULONG>(buffer.size()), FALSE, FALSE, nullptr);
+    MmBuildMdlForNonPagedPool(mdl);
+    mr = create<NDK_MR>([&](auto cb, auto ctx, NDK_MR** out) { return pd->Dispatch->NdkCreateMr(pd, FALSE, cb, ctx, out); });
+    ASSERT_NE(mr, nullptr);
+    Waiter w;
+    ASSERT_EQ(w.wait(mr->Dispatch->NdkRegisterMr(mr, mdl, buffer.size(), mr_flags, &Waiter::on_request, &w)),
+              STATUS_SUCCESS);
+  }
+  NDK_SGE sge(size_t offset, ULONG length) const {
+    NDK_SGE s{};
+    s.VirtualAddress = const_cast<unsigned char*>(buffer.data()) + offset;
+    s.Length = length;
+    s.MemoryRegionToken = mr->Dispatch->NdkGetLocalTokenFromMr(mr);
+    return s;
+  }
+  uint64_t address(size_t offset) const { return reinterpret_cast<uintptr_t>(buffer.data()) + offset; }
+  UINT32 remote_token() const { return mr->Dispatch->NdkGetRemoteTokenFromMr(mr); }
+  // Polls until `n` results arrived (bounded).
+  std::vector<NDK_RESULT_EX> poll(size_t n) {
+    std::vector<NDK_RESULT_EX> results;
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (results.size() < n && std::chrono::steady_clock::now() < deadline) {
+      NDK_RESULT_EX r[16];
+      ULONG got = cq->Dispatch->NdkGetCqResultsEx(cq, r, 16);
+      results.insert(results.end(), r, r + got);
+      if (got == 0) std::this_thread::yield();
+    }
+    return results;
+  }
+  void close_all() {
+    close(qp);
+    close(mr);
+    if (mdl) IoFreeMdl(mdl);
+    mdl = nullptr;
+    close(pd);
+    close(cq);
+    if (adapter) SoftNdkCloseAdapter(adapter);
+    adapter = nullptr;
+  }
+};
+
+SOCKADDR_INET ipv4(const char* text, uint16_t port) {
+  SOCKADDR_INET a{};
+  a.Ipv4.sin_family = AF_INET;
+  a.Ipv4.sin_port = htons(port);
+  inet_pton(AF_INET, text, &a.Ipv4.sin_addr);
+  return a;
+}
+
+SOCKADDR_INET ipv6(const char* text, uint16_t port) {
+  SOCKADDR_INET a{};
+  a.Ipv6.sin6_family = AF_INET6;
+  a.Ipv6.sin6_port = htons(port);
+  inet_pton(AF_INET6, text, &a.Ipv6.sin6_addr);
+  return a;
+}
+
+ULONG length_of(const SOCKADDR_INET& a) { return a.si_family == AF_INET ? sizeof(SOCKADDR_IN) : sizeof(SOCKADDR_IN6); }
+
+class Transfer : public ::testing::TestWithParam<std::tuple<SOFTNDK_COMPLETION_MODE, bool>> {
+ protected:
+  void SetUp() override {
+    static std::atomic<int> unique{0};
+    int n = ++unique;
+    bool v6 = std::get<1>(GetParam());
+    server_address_ = v6 ? ipv6(("2001:db8:1::" + std::to_string(n)).c_str(), 445)
+                         : ipv4(("192.0.2." + std::to_string(n)).c_str(), 445);
+    client_address_ = v6 ? ipv6(("2001:db8:2::" + std::to_string(n)).c_str(), 0)
+                         : ipv4(("198.51.100." + std::to_string(n)).c_str(), 0);
+    ASSERT_EQ(SoftNdkCreateInprocHost("server", &server_address_, 1, &server_host_), STATUS_SUCCESS);
+    ASSERT_EQ(SoftNdkCreateInprocHost("client", &client_address_, 1, &client_host_), STATUS_SUCCESS);
+    auto mode = std::get<0>(GetParam());
+    ULONG flags = NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_ALLOW_REMOTE_READ | NDK_MR_FLAG_ALLOW_REMOTE_WRITE;
+    server_.open(server_host_, mode, flags);
+    client_.open(client_host_, mode, flags);
+  }
+  void TearDown() override {
+    close(client_connector_);
+    close(server_connector_);
+    close(listener_);
+    client_.close_all();
+    server_.close_all();
+    SoftNdkDestroyInprocHost(server_host_);
+    SoftNdkDestroyInprocHost(client_host_);
+  }
+
+  // Listen, connect with private data, accept with private data, complete.
+  void connect() {
+    NDK_ADAPTER* s = server_.adapter;
+    listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
+      return s->Dispatch->NdkCreateListener(s, &Incoming::on_connect, &incoming_, cb, ctx, out);
+    });
+    ASSERT_NE(listener_, nullptr);
+    Waiter listened;
+    ASSERT_EQ(listened.wait(listener_->Dispatch->NdkListen(listener_, reinterpret_cast<PSOCKADDR>(&server_address_),
+                                                          length_of(server_address_), &Waiter::on_request, &listened)),
+              STATUS_SUCCESS);
+    NDK_ADAPTER* c = client_.adapter;
+    client_connector_ = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
+      return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);
+    });
+    ASSERT_NE(client_connector_, nullptr);
+    const char hello[] = "hello from the client";
+    Waiter connected;
+    NTSTATUS returned = client_connector_->Dispatch->NdkConnect(
+        client_connector_, client_.qp, reinterpret_cast<PSOCKADDR>(&client_address_), length_of(client_address_),
+        reinterpret_cast<PSOCKADDR>(&server_address_), length_of(server_address_), 4, 4, const_cast<char*>(hello),
+        sizeof(hello), &Waiter::on_request, &connected);
+    ASSERT_EQ(returned, STATUS_PENDING);  // the peer decides
+
+    server_connector_ = incoming_.next();
+    ASSERT_NE(server_connector_, nullptr);
+    char got[64] = {};
+    ULONG got_length = sizeof(got);
+    ULONG inbound = 0, outbound = 0;
+    ASSERT_EQ(server_connector_->Dispatch->NdkGetConnectionData(server_connector_, &inbound, &outbound, got, &got_length),
+              STATUS_SUCCESS);
+    EXPECT_EQ(got_length, sizeof(hello));
+    EXPECT_STREQ(got, hello);
+    const char welcome[] = "welcome";
+    Waiter accepted;
+    NTSTATUS accept_returned = server_connector_->Dispatch->NdkAcceptEx(
+        server_connector_, server_.qp, 2, 8, const_cast<char*>(welcome), sizeof(welcome), &Disconnects::on_ex,
+        &server_disconnects_, &Waiter::on_request, &accepted);
+    ASSERT_EQ(accept_returned, STATUS_PENDING);  // until the client completes (R165)
+
+    ASSERT_EQ(connected.wait(STATUS_PENDING), STATUS_SUCCESS);
+    got_length = sizeof(got);
+    ASSERT_EQ(client_connector_->Dispatch->NdkGetConnectionData(client_connector_, &inbound, &outbound, got, &got_length),
+              STATUS_SUCCESS);
+    EXPECT_STREQ(got, welcome);
+    EXPECT_EQ(inbound, 4u);   // min(4, server's ORD 8)
+    EXPECT_EQ(outbound, 2u);  // min(4, server's IRD 2)
+    Waiter completed;
+    ASSERT_EQ(completed.wait(client_connector_->Dispatch->NdkCompleteConnect(
+                  client_connector_, &Disconnects::on, &client_disconnects_, &Waiter::on_request, &completed)),
+              STATUS_SUCCESS);
+    ASSERT_EQ(accepted.wait(STATUS_PENDING), STATUS_SUCCESS);
+  }
+
+  ULONG server_host_ = 0, client_host_ = 0;
+  SOCKADDR_INET server_address_{}, client_address_{};
+  Side server_, client_;
+  Incoming incoming_;
+  Disconnects server_disconnects_, client_disconnects_;
+  NDK_LISTENER* listener_ = nullptr;
+  NDK_CONNECTOR* client_connector_ = nullptr;
+  NDK_CONNECTOR* server_connector_ = nullptr;
+};
+
+TEST_P(Transfer, ConnectsSendsWritesReadsWithEveryByteInPlace) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  // Addresses: the passive side reports the listener's address (R197).
+  SOCKADDR_STORAGE a{};
+  ULONG a_length = sizeof(a);
+  ASSERT_EQ(server_connector_->Dispatch->NdkGetLocalAddress(server_connector_, reinterpret_cast<PSOCKADDR>(&a), &a_length),
+            STATUS_SUCCESS);
+  EXPECT_EQ(a_length, length_of(server_address_));
+  EXPECT_EQ(std::memcmp(&a, &server_address_, a_length), 0);
+
+  // Send / receive, 3 SGEs into 2.
+  for (size_t i = 0; i < 3000; ++i) client_.buffer[i] = static_cast<unsigned char>(i * 7 + 1);
+  NDK_SGE into[2] = {server_.sge(0, 1000), server_.sge(5000, 4000)};
+  ASSERT_EQ(server_.qp->Dispatch->NdkReceive(server_.qp, &into, into, 2), STATUS_SUCCESS);
+  NDK_SGE from[3] = {client_.sge(0, 1000), client_.sge(1000, 1000), client_.sge(2000, 1000)};
+  ASSERT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, &from, from, 3, NDK_OP_FLAG_SEND_AND_SOLICIT_EVENT), STATUS_SUCCESS);
+  auto sent = client_.poll(1);
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].Status, STATUS_SUCCESS);
+  EXPECT_EQ(sent[0].Type, NdkOperationTypeSend);
+  EXPECT_EQ(sent[0].RequestContext, &from);
+  EXPECT_EQ(sent[0].QPContext, &client_);
+  auto received = server_.poll(1);
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].Status, STATUS_SUCCESS);
+  EXPECT_EQ(received[0].Type, NdkOperationTypeReceive);
+  EXPECT_EQ(received[0].BytesTransferred, 3000u);
+  EXPECT_EQ(std::memcmp(server_.buffer.data(), client_.buffer.data(), 1000), 0);
+  EXPECT_EQ(std::memcmp(server_.buffer.data() + 5000, client_.buffer.data() + 1000, 2000), 0);
+
+  // RDMA write of 256 KiB, completed while the server makes no call at all.
+  const size_t kWrite = 256 * 1024;
+  for (size_t i = 0; i < kWrite; ++i) client_.buffer[100000 + i] = static_cast<unsigned char>(i % 251);
+  NDK_SGE w = client_.sge(100000, kWrite);
+  ASSERT_EQ(client_.qp->Dispatch->NdkWrite(client_.qp, &w, &w, 1, server_.address(300000), server_.remote_token(), 0),
+            STATUS_SUCCESS);
+  auto wrote = client_.poll(1);
+  ASSERT_EQ(wrote.size(), 1u);
+  EXPECT_EQ(wrote[0].Status, STATUS_SUCCESS);
+  EXPECT_EQ(wrote[0].Type, NdkOperationTypeWrite);
+  EXPECT_EQ(std::memcmp(server_.buffer.data() + 300000, client_.buffer.data() + 100000, kWrite), 0);
+
+  // RDMA read back into another place, silent success: no completion.
+  NDK_SGE r = client_.sge(600000, kWrite);
+  ASSERT_EQ(client_.qp->Dispatch->NdkRead(client_.qp, &r, &r, 1, server_.address(300000), server_.remote_token(),
+                                          NDK_OP_FLAG_SILENT_SUCCESS),
+            STATUS_SUCCESS);
+  EXPECT_EQ(std::memcmp(client_.buffer.data() + 600000, client_.buffer.data() + 100000, kWrite), 0);
+  NDK_RESULT none[1];
+  EXPECT_EQ(client_.cq->Dispatch->NdkGetCqResults(client_.cq, none, 1), 0u);
+
+  // Inline send: the buffer may change right after the call.
+  char text[] = "inline bytes";
+  NDK_SGE in_line{};
+  in_line.VirtualAddress = text;
+  in_line.Length = sizeof(text);
+  NDK_SGE one = server_.sge(9000, 64);
+  ASSERT_EQ(server_.qp->Dispatch->NdkReceive(server_.qp, nullptr, &one, 1), STATUS_SUCCESS);
+  ASSERT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, nullptr, &in_line, 1, NDK_OP_FLAG_INLINE), STATUS_SUCCESS);
+  std::memset(text, 'x', sizeof(text));
+  ASSERT_EQ(server_.poll(1).size(), 1u);
+  EXPECT_STREQ(reinterpret_cast<char*>(server_.buffer.data() + 9000), "inline bytes");
+  client_.poll(1);
+
+  // Graceful disconnect: the server is told, the client's QP is flushed.
+  Waiter disconnected;
+  ASSERT_EQ(disconnected.wait(client_connector_->Dispatch->NdkDisconnect(client_connector_, &Waiter::on_request, &disconnected)),
+            STATUS_SUCCESS);
+  for (int i = 0; i < 500 && server_disconnects_.count == 0; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(server_disconnects_.count, 1);
+  EXPECT_EQ(server_disconnects_.reason, 0u);
+  EXPECT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, nullptr, from, 1, 0), STATUS_CONNECTION_INVALID);
+}
+
+TEST_P(Transfer, RemoteAccessViolationsFailTheRequestAndTerminate) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  NDK_SGE into = server_.sge(0, 64);
+  ASSERT_EQ(server_.qp->Dispatch->NdkReceive(server_.qp, &into, &into, 1), STATUS_SUCCESS);
+  // A write past the end of the server's region.
+  NDK_SGE w = client_.sge(0, 64);
+  ASSERT_EQ(client_.qp->Dispatch->NdkWrite(client_.qp, nullptr, &w, 1, server_.address(server_.buffer.size() - 32),
+                                           server_.remote_token(), 0),
+            STATUS_SUCCESS);
+  auto results = client_.poll(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].Status, STATUS_REMOTE_RESOURCES);
+  // The connection is gone: the server's posted receive is flushed, it hears of it.
+  auto flushed = server_.poll(1);
+  ASSERT_EQ(flushed.size(), 1u);
+  EXPECT_EQ(flushed[0].Status, STATUS_CANCELLED);
+  EXPECT_EQ(flushed[0].RequestContext, &into);
+  for (int i = 0; i < 500 && server_disconnects_.count == 0; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(server_disconnects_.count, 1);
+  EXPECT_EQ(server_disconnects_.reason, static_cast<ULONG>(STATUS_REMOTE_RESOURCES));
+  EXPECT_EQ(client_.qp->Dispatch->NdkWrite(client_.qp, nullptr, &w, 1, server_.address(0), server_.remote_token(), 0),
+            STATUS_CONNECTION_INVALID);
+}
+
+TEST_P(Transfer, BadTokenAndSendWithoutReceiveEndTheConnection) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  NDK_SGE w = client_.sge(0, 8);
+  ASSERT_EQ(client_.qp->Dispatch->NdkRead(client_.qp, nullptr, &w, 1, server_.address(0), server_.remote_token() ^ 0x5a5a, 0),
+            STATUS_SUCCESS);
+  auto results = client_.poll(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].Status, STATUS_ACCESS_VIOLATION);
+}
+
+TEST_P(Transfer, SendWithoutPostedReceiveTerminates) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  NDK_SGE s = client_.sge(0, 8);
+  ASSERT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, nullptr, &s, 1, 0), STATUS_SUCCESS);
+  auto results = client_.poll(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].Status, STATUS_REMOTE_RESOURCES);
+  for (int i = 0; i < 500 && server_disconnects_.count == 0; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(server_disconnects_.count, 1);
+}
+
+TEST_P(Transfer, ReceiveTooSmallFailsBothSides) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  NDK_SGE small = server_.sge(0, 16);
+  ASSERT_EQ(server_.qp->Dispatch->NdkReceive(server_.qp, nullptr, &small, 1), STATUS_SUCCESS);
+  NDK_SGE big = client_.sge(0, 64);
+  ASSERT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, nullptr, &big, 1, 0), STATUS_SUCCESS);
+  auto sent = client_.poll(1);
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].Status, STATUS_BUFFER_OVERFLOW);
+  auto received = server_.poll(1);
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].Status, STATUS_BUFFER_OVERFLOW);
+}
+
+TEST_P(Transfer, RejectCarriesPrivateDataAndNobodyListeningIsRefused) {
+  NDK_ADAPTER* c = client_.adapter;
+  client_connector_ = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
+    return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);
+  });
+  Waiter refused;
+  NTSTATUS s = refused.wait(client_connector_->Dispatch->NdkConnect(
+      client_connector_, client_.qp, reinterpret_cast<PSOCKADDR>(&client_address_), length_of(client_address_),
+      reinterpret_cast<PSOCKADDR>(&server_address_), length_of(server_address_), 1, 1, nullptr, 0, &Waiter::on_request,
+      &refused));
+  EXPECT_EQ(s, STATUS_CONNECTION_REFUSED);  // nobody listening (R160)
+
+  NDK_ADAPTER* srv = server_.adapter;
+  listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
+    return srv->Dispatch->NdkCreateListener(srv, &Incoming::on_connect, &incoming_, cb, ctx, out);
+  });
+  Waiter listened;
+  ASSERT_EQ(listened.wait(listener_->Dispatch->NdkListen(listener_, reinterpret_cast<PSOCKADDR>(&server_address_),
+                                                        length_of(server_address_), &Waiter::on_request, &listened)),
+            STATUS_SUCCESS);
+  Waiter rejected;
+  ASSERT_EQ(client_connector_->Dispatch->NdkConnect(
+                client_connector_, client_.qp, reinterpret_cast<PSOCKADDR>(&client_address_), length_of(client_address_),
+                reinterpret_cast<PSOCKADDR>(&server_address_), length_of(server_address_), 1, 1, nullptr, 0,
+                &Waiter::on_request, &rejected),
+            STATUS_PENDING);
+  server_connector_ = incoming_.next();
+  ASSERT_NE(server_connector_, nullptr);
+  const char no[] = "go away";
+  EXPECT_EQ(server_connector_->Dispatch->NdkReject(server_connector_, const_cast<char*>(no), sizeof(no)), STATUS_SUCCESS);
+  EXPECT_EQ(rejected.wait(STATUS_PENDING), STATUS_CONNECTION_REFUSED);  // R166
+  char got[16] = {};
+  ULONG got_length = sizeof(got);
+  EXPECT_EQ(client_connector_->Dispatch->NdkGetConnectionData(client_connector_, nullptr, nullptr, got, &got_length),
+            STATUS_SUCCESS);
+  EXPECT_STREQ(got, no);
+}
+
+std::string mode_name(const ::testing::TestParamInfo<Transfer::ParamType>& info) {
+  std::string name = SoftNdkCompletionModeName(std::get<0>(info.param));
+  name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
+  return name + (std::get<1>(info.param) ? "_IPv6" : "_IPv4");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Inproc, Transfer,
+    ::testing::Combine(::testing::Values(SOFTNDK_COMPLETION_INLINE, SOFTNDK_COMPLETION_CALLER_THREAD,
+                                         SOFTNDK_COMPLETION_PROVIDER_THREAD, SOFTNDK_COMPLETION_MIXED),
+                       ::testing::Bool()),
+    mode_name);
+
+}  // namespace
