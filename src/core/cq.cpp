@@ -21,6 +21,7 @@ ULONG Cq::depth() const {
 
 NTSTATUS Cq::resize(ULONG depth) {
   std::lock_guard lock(mutex_);
+  if (error_.load(std::memory_order_relaxed)) return STATUS_INVALID_DEVICE_STATE;
   // Decision (INVENTORY §7 item 24): a CQ never shrinks below what it holds, so no
   // completion is ever dropped by a resize.
   if (depth < count_) return STATUS_INVALID_PARAMETER;
@@ -37,7 +38,7 @@ void Cq::arm(ULONG type) {
   auto rank = [](int t) { return t == NDK_CQ_NOTIFY_ANY ? 2 : t == NDK_CQ_NOTIFY_SOLICITED ? 1 : 0; };
   int wanted = static_cast<int>(type);
   if (armed_ < 0 || rank(wanted) > rank(armed_)) armed_ = wanted;
-  if (error_) {
+  if (error_.load(std::memory_order_relaxed)) {
     notify_locked(STATUS_BUFFER_OVERFLOW);
   } else if (new_since_notify_ && count_ > 0 && armed_ == NDK_CQ_NOTIFY_ANY) {
     notify_locked(STATUS_SUCCESS);  // R112: completions arrived since the last notification
@@ -58,9 +59,9 @@ void Cq::notify_locked(NTSTATUS status) {
 
 void Cq::push(const NDK_RESULT_EX& result, bool solicited) {
   std::lock_guard lock(mutex_);
-  if (error_) return;  // an overrun CQ reports nothing more (R116)
+  if (error_.load(std::memory_order_relaxed)) return;  // an overrun CQ reports nothing more (R116)
   if (count_ == ring_.size()) {
-    error_ = true;
+    error_.store(true, std::memory_order_release);
     if (armed_ >= 0) notify_locked(STATUS_BUFFER_OVERFLOW);
     return;
   }
@@ -75,6 +76,7 @@ void Cq::push(const NDK_RESULT_EX& result, bool solicited) {
 
 ULONG Cq::get_results(NDK_RESULT* results, ULONG count) {
   std::lock_guard lock(mutex_);
+  if (error_.load(std::memory_order_relaxed)) return 0;  // unusable after an overrun (R116)
   ULONG n = static_cast<ULONG>(std::min<size_t>(count, count_));
   for (ULONG i = 0; i < n; ++i) {
     const NDK_RESULT_EX& r = ring_[head_];
@@ -87,6 +89,7 @@ ULONG Cq::get_results(NDK_RESULT* results, ULONG count) {
 
 ULONG Cq::get_results_ex(NDK_RESULT_EX* results, ULONG count) {
   std::lock_guard lock(mutex_);
+  if (error_.load(std::memory_order_relaxed)) return 0;
   ULONG n = static_cast<ULONG>(std::min<size_t>(count, count_));
   for (ULONG i = 0; i < n; ++i) {
     results[i] = ring_[head_];

@@ -2,6 +2,7 @@
 // drained by the consumer with NdkGetCqResults[Ex]; one notification per NdkArmCq.
 #pragma once
 
+#include <atomic>
 #include <mutex>
 #include <vector>
 
@@ -24,6 +25,8 @@ class Cq final : public Object {
   // Producer side: queues one completion. A full CQ enters the error state (R116).
   // `solicited` marks the receive of a send that asked for a solicited event.
   void push(const NDK_RESULT_EX& result, bool solicited);
+  // An overrun CQ is unusable, and so are the QPs that use it (R116).
+  bool in_error() const { return error_.load(std::memory_order_acquire); }
 
  private:
   void notify_locked(NTSTATUS status);  // consumes the arm, queues the callback
@@ -36,7 +39,7 @@ class Cq final : public Object {
   size_t count_ = 0;  // entries queued
   int armed_ = -1;    // NDK_CQ_NOTIFY_* or -1
   bool new_since_notify_ = false;
-  bool error_ = false;
+  std::atomic<bool> error_{false};
   ULONG moderation_interval_ = 0;  // microseconds; 0: off (R123)
   ULONG moderation_count_ = 0;
 };

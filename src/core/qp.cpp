@@ -90,6 +90,7 @@ NTSTATUS Qp::check_initiator(ULONG flags, ULONG allowed_flags, const NDK_SGE* sg
     NTSTATUS status = validate_sgl(sgl, count, limits_.initiator_sge);
     if (!NT_SUCCESS(status)) return status;
   }
+  if (receive_cq_.in_error() || initiator_cq_.in_error()) return STATUS_INVALID_DEVICE_STATE;  // R116
   // Not connected (yet, or any more): fails inline (R077).
   if (state_.load(std::memory_order_acquire) != kConnected) return STATUS_CONNECTION_INVALID;
   return STATUS_SUCCESS;
@@ -188,6 +189,7 @@ NTSTATUS Qp::post_receive(PVOID request_context, const NDK_SGE* sgl, ULONG count
   if (srq_ != nullptr) return STATUS_INVALID_DEVICE_REQUEST;  // receives go to the SRQ
   NTSTATUS status = validate_sgl(sgl, count, limits_.receive_sge);
   if (!NT_SUCCESS(status)) return status;
+  if (receive_cq_.in_error()) return STATUS_INVALID_DEVICE_STATE;  // R116
   // Kept before a connection exists (R078) and until flushed.
   return receives_.post(request_context, sgl, count);  // full: R091
 }

@@ -448,6 +448,43 @@ TEST_P(Transfer, RejectCarriesPrivateDataAndNobodyListeningIsRefused) {
   EXPECT_STREQ(got, no);
 }
 
+// R116: more completions than the CQ holds put it in error: an armed notification says
+// STATUS_BUFFER_OVERFLOW, nothing more is reported and its QPs refuse work.
+TEST(CqOverflow, R116_OverrunCqReportsBufferOverflowAndItsQpsStop) {
+  NDK_ADAPTER* adapter = nullptr;
+  SOFTNDK_OPEN_OPTIONS options{sizeof(options), SOFTNDK_FABRIC_INPROC, SOFTNDK_COMPLETION_INLINE, 0};
+  ASSERT_EQ(SoftNdkOpenAdapter(1, NDK_VERSION{2, 0}, &options, &adapter), STATUS_SUCCESS);
+  struct Notified {
+    std::atomic<int> calls{0};
+    std::atomic<NTSTATUS> status{STATUS_PENDING};
+    static void on(PVOID c, NTSTATUS s) {
+      static_cast<Notified*>(c)->status = s;
+      static_cast<Notified*>(c)->calls++;
+    }
+  } notified;
+  NDK_CQ* cq = create<NDK_CQ>([&](auto cb, auto ctx, NDK_CQ** out) {
+    return adapter->Dispatch->NdkCreateCq(adapter, 4, &Notified::on, &notified, nullptr, cb, ctx, out);
+  });
+  NDK_PD* pd = create<NDK_PD>([&](auto cb, auto ctx, NDK_PD** out) { return adapter->Dispatch->NdkCreatePd(adapter, cb, ctx, out); });
+  NDK_QP* qp = create<NDK_QP>([&](auto cb, auto ctx, NDK_QP** out) {
+    return pd->Dispatch->NdkCreateQp(pd, cq, cq, nullptr, 8, 8, 1, 1, 0, cb, ctx, out);
+  });
+  ASSERT_TRUE(cq && pd && qp);
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(qp->Dispatch->NdkReceive(qp, nullptr, nullptr, 0), STATUS_SUCCESS);
+  qp->Dispatch->NdkFlush(qp);  // five flushed receives into a CQ of four
+  cq->Dispatch->NdkArmCq(cq, NDK_CQ_NOTIFY_ERRORS);  // the overrun is reported to the arm
+  for (int i = 0; i < 500 && notified.calls == 0; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(notified.calls, 1);
+  EXPECT_EQ(notified.status, STATUS_BUFFER_OVERFLOW);
+  NDK_RESULT results[8];
+  EXPECT_EQ(cq->Dispatch->NdkGetCqResults(cq, results, 8), 0u);
+  EXPECT_EQ(qp->Dispatch->NdkReceive(qp, nullptr, nullptr, 0), STATUS_INVALID_DEVICE_STATE);
+  close(qp);
+  close(pd);
+  close(cq);
+  SoftNdkCloseAdapter(adapter);
+}
+
 std::string mode_name(const ::testing::TestParamInfo<Transfer::ParamType>& info) {
   std::string name = SoftNdkCompletionModeName(std::get<0>(info.param));
   name.erase(std::remove(name.begin(), name.end(), '-'), name.end());

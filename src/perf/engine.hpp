@@ -1,0 +1,80 @@
+// The perf engine shared by softndk_bench and the ndkperf tool (one engine, like UCX's
+// libperf): runs one kind of traffic over a Pair and measures it.
+//
+// What an iteration is, and what it measures (a single thread drives both endpoints; on
+// the in-process fabric a request is complete when its post returns):
+//   write, read  latency:   post one request and poll its completion: the one-sided round
+//                            trip as the initiator sees it.
+//   send         latency:   ping-pong. The client sends; the server polls the receive,
+//                            reposts it and sends back; the client polls that receive and
+//                            reposts. Each side also reaps its send completion. An iteration
+//                            is one round trip; latency figures are half of it (one-way),
+//                            as ib_send_lat reports.
+//   any          bandwidth: keep queue_depth requests outstanding; poll completions (up to
+//                            64 at a time) and repost. Sends only go out against posted
+//                            receives, which the server reposts as it consumes them.
+// SILENT_SUCCESS in `flags`: only every queue_depth-th request (and the last one) is
+// signalled and polled. Requests complete in order, so that completion proves the silent
+// ones before it; their latency samples are the post alone.
+// The measured loop allocates nothing and makes no system call.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "perf/pair.hpp"
+
+namespace softndk::perf {
+
+enum class Operation { kSend, kWrite, kRead };
+enum class Mode { kLatency, kBandwidth };
+
+const char* to_string(Operation operation);
+const char* to_string(Mode mode);
+
+struct Params {
+  Operation operation = Operation::kWrite;
+  Mode mode = Mode::kLatency;
+  size_t size = 8;              // bytes per message: 1 .. the Pair's area_size
+  uint64_t iterations = 10000;  // measured iterations (send latency: round trips)
+  uint64_t warmup = 1000;       // iterations run first, not measured
+  ULONG queue_depth = 16;       // bandwidth: outstanding requests; SILENT: signal period
+  ULONG flags = 0;              // NDK_OP_FLAG_* on every request (SILENT_SUCCESS, INLINE...)
+  // Gives each message its own pattern (a fresh one per message and per run) and checks
+  // every byte where it lands. Timings then include the fill and the check.
+  bool verify = false;
+  bool samples = true;          // latency: time each iteration (percentiles)
+  bool keep_samples = false;    // latency: also return them (Result::samples_ns)
+};
+
+// Per message, in ns. From per-iteration samples; each includes one timestamp read.
+struct Latency {
+  double min_ns = 0;
+  double median_ns = 0;
+  double p99_ns = 0;
+  double max_ns = 0;
+};
+
+struct Result {
+  NTSTATUS status = STATUS_SUCCESS;  // the first failure, if any
+  std::string error;                 // what failed (empty on success)
+  uint64_t iterations = 0;           // measured
+  uint64_t messages = 0;             // measured messages (send latency: 2 per iteration)
+  uint64_t bytes = 0;                // measured payload bytes
+  double seconds = 0;                // measured time
+  Latency latency;                   // latency mode with samples
+  double timer_ns = 0;               // the cost of one timestamp read
+  std::vector<double> samples_ns;    // keep_samples: one per iteration (send: one-way)
+
+  bool ok() const { return status == STATUS_SUCCESS; }
+  double ns_per_message() const { return messages ? seconds * 1e9 / static_cast<double>(messages) : 0; }
+  double bandwidth() const { return seconds > 0 ? static_cast<double>(bytes) / seconds : 0; }  // bytes/s
+  double message_rate() const { return seconds > 0 ? static_cast<double>(messages) / seconds : 0; }
+};
+
+// Runs warmup then the measured iterations. Never throws for a run-time failure: the
+// Result says what went wrong (a failed run may leave the Pair's connection broken).
+Result run(Pair& pair, const Params& params);
+
+}  // namespace softndk::perf

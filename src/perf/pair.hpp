@@ -1,0 +1,106 @@
+// Two connected endpoints on the in-process fabric, the set-up every perf run needs:
+// two hosts with documentation addresses, an adapter on each, CQs, PD, QP, a registered
+// buffer, and a connection (listen, connect, accept, complete). Only public headers are
+// used, so the same code drives any fabric once hosts can be elsewhere.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "ndk/ndkpi.h"
+#include "ndk/softndk.h"
+
+namespace softndk::perf {
+
+// "STATUS_ACCESS_VIOLATION", or the value in hex for an unknown status.
+std::string status_text(NTSTATUS status);
+
+// A set-up step that failed.
+class Error : public std::runtime_error {
+ public:
+  Error(const std::string& what, NTSTATUS status);
+  NTSTATUS status() const { return status_; }
+
+ private:
+  NTSTATUS status_;
+};
+
+struct PairOptions {
+  // Bytes of each of an endpoint's two areas: `out` (what it sends and what its peer
+  // reads) and `in` (where its peer's sends and writes land, where its reads go).
+  // Registered as one region of 2 x area_size (rounded up to pages).
+  size_t area_size = 1 << 20;
+  ULONG queue_depth = 256;   // QP receive and initiator depth; each CQ holds 2x
+  ULONG inline_data = 256;   // QP InlineDataSize asked for (capped by the adapter)
+  SOFTNDK_COMPLETION_MODE completion_mode = SOFTNDK_COMPLETION_INLINE;
+  bool ipv6 = false;         // 2001:db8::/32 instead of 192.0.2.0/24 and 198.51.100.0/24
+};
+
+// One side of a Pair. Everything is owned by the Pair.
+struct Endpoint {
+  const char* name = "";
+  ULONG host = 0;
+  SOCKADDR_INET address{};
+  NDK_ADAPTER* adapter = nullptr;
+  NDK_ADAPTER_INFO info{};
+  NDK_CQ* send_cq = nullptr;  // initiator completions
+  NDK_CQ* recv_cq = nullptr;  // receive completions
+  NDK_PD* pd = nullptr;
+  NDK_QP* qp = nullptr;
+  NDK_MR* mr = nullptr;
+  NDK_CONNECTOR* connector = nullptr;
+  PMDL mdl = nullptr;
+  uint8_t* buffer = nullptr;  // 2 x area, page aligned: out area first, then in area
+  size_t area = 0;
+  ULONG inline_data = 0;      // what the QP was created with
+  UINT32 local_token = 0;
+  UINT32 remote_token = 0;
+
+  uint8_t* out() const { return buffer; }
+  uint8_t* in() const { return buffer + area; }
+  // An SGE over registered bytes of this endpoint.
+  NDK_SGE sge(const uint8_t* at, size_t length) const {
+    NDK_SGE s{};
+    s.VirtualAddress = const_cast<uint8_t*>(at);
+    s.Length = static_cast<ULONG>(length);
+    s.MemoryRegionToken = local_token;
+    return s;
+  }
+};
+
+class Pair {
+ public:
+  // Sets everything up and connects; throws Error naming the step that failed (what was
+  // set up so far is torn down first).
+  explicit Pair(const PairOptions& options = {});
+  // Disconnects and closes everything, in dependency order; never throws.
+  ~Pair();
+  Pair(const Pair&) = delete;
+  Pair& operator=(const Pair&) = delete;
+
+  Endpoint& client() { return client_; }  // the active (connecting) side
+  Endpoint& server() { return server_; }  // the passive (accepting) side
+  const PairOptions& options() const { return options_; }
+  // Disconnect events seen (a run that breaks the connection makes the peer see one).
+  int disconnects() const { return disconnects_.load(); }
+
+  struct Incoming;  // connect events, internal
+
+ private:
+  void open(Endpoint& e, const char* name, bool server);
+  void connect();
+  void teardown() noexcept;
+  static void on_disconnect(PVOID context);
+
+  PairOptions options_;
+  Endpoint client_, server_;
+  NDK_LISTENER* listener_ = nullptr;
+  std::unique_ptr<Incoming> incoming_;
+  std::atomic<int> disconnects_{0};
+};
+
+}  // namespace softndk::perf
