@@ -390,11 +390,6 @@ NTSTATUS srq_receive(NDK_SRQ* ndk, PVOID context, const NDK_SGE* sgl, ULONG coun
 
 // ---- QP -----------------------------------------------------------------------------
 
-constexpr ULONG kRdmaFlags = NDK_OP_FLAG_SILENT_SUCCESS | NDK_OP_FLAG_READ_FENCE | NDK_OP_FLAG_DEFER;
-constexpr ULONG kBindFlags = kRdmaFlags | NDK_OP_FLAG_ALLOW_REMOTE_READ | NDK_OP_FLAG_ALLOW_REMOTE_WRITE;
-constexpr ULONG kFastRegisterFlags = kBindFlags | NDK_OP_FLAG_ALLOW_LOCAL_WRITE |
-                                     NDK_OP_FLAG_RDMA_READ_SINK;
-
 VOID flush(NDK_QP* ndk) {
   if (Qp* qp = Qp::from(ndk)) qp->flush();
 }
@@ -415,8 +410,6 @@ NTSTATUS receive(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count) {
 
 NTSTATUS bind(NDK_QP* ndk, PVOID context, NDK_MR* ndk_mr, NDK_MW* ndk_mw, PVOID address,
               SIZE_T length, ULONG flags) {
-  (void)context;
-  (void)address;
   Qp* qp;
   Mr* mr;
   Mw* mw;
@@ -424,15 +417,12 @@ NTSTATUS bind(NDK_QP* ndk, PVOID context, NDK_MR* ndk_mr, NDK_MW* ndk_mw, PVOID 
   if (NT_SUCCESS(status)) status = resolve(ndk_mr, &mr);
   if (NT_SUCCESS(status)) status = resolve(ndk_mw, &mw);
   if (!NT_SUCCESS(status)) return status;
-  if (length == 0) return STATUS_INVALID_PARAMETER;
-  return qp->post_memory_operation(flags, kBindFlags);
+  return qp->post_bind(context, *mr, *mw, reinterpret_cast<uintptr_t>(address), length, flags);
 }
 
 NTSTATUS fast_register(NDK_QP* ndk, PVOID context, NDK_MR* ndk_mr, ULONG page_count,
                        const NDK_LOGICAL_ADDRESS* pages, ULONG fbo, SIZE_T length, PVOID base,
                        ULONG flags) {
-  (void)context;
-  (void)base;
   Qp* qp;
   Mr* mr;
   NTSTATUS status = resolve(ndk, &qp);
@@ -441,18 +431,19 @@ NTSTATUS fast_register(NDK_QP* ndk, PVOID context, NDK_MR* ndk_mr, ULONG page_co
   if (page_count == 0 || pages == nullptr || fbo >= PAGE_SIZE || length == 0 ||
       length > static_cast<SIZE_T>(page_count) * PAGE_SIZE - fbo)
     return STATUS_INVALID_PARAMETER;  // R142
-  return qp->post_memory_operation(flags, kFastRegisterFlags);
+  return qp->post_fast_register(context, *mr, page_count, pages, fbo, length,
+                                reinterpret_cast<uintptr_t>(base), flags);
 }
 
 NTSTATUS invalidate(NDK_QP* ndk, PVOID context, NDK_OBJECT_HEADER* target, ULONG flags) {
-  (void)context;
   Qp* qp;
   NTSTATUS status = resolve(ndk, &qp);
   if (!NT_SUCCESS(status)) return status;
   Object* object = Object::from_header(target, NdkObjectTypeUndefined);
   if (object == nullptr || (object->type() != NdkObjectTypeMr && object->type() != NdkObjectTypeMw))
     return STATUS_INVALID_PARAMETER;
-  return qp->post_memory_operation(flags, kRdmaFlags);
+  if (object->close_requested()) return STATUS_INVALID_DEVICE_STATE;
+  return qp->post_invalidate(context, *object, flags);
 }
 
 NTSTATUS read(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count, UINT64 address,

@@ -9,6 +9,18 @@
 
 namespace softndk {
 
+bool ExtentList::add(uint8_t* data, size_t length) {
+  if (length == 0) return true;
+  total_ += length;
+  if (count_ > 0 && items_[count_ - 1].data + items_[count_ - 1].length == data) {
+    items_[count_ - 1].length += length;  // adjacent: one piece
+    return true;
+  }
+  if (count_ == kMaxExtents) return false;
+  items_[count_++] = Extent{data, length};
+  return true;
+}
+
 bool AccessGuard::holds(const std::shared_mutex* lock) const {
   for (size_t i = 0; i < count_; ++i)
     if (locks_[i] == lock) return true;
@@ -23,85 +35,106 @@ void AccessGuard::release() {
 
 namespace {
 
-// Looks `token` up, pins its region (shared data lock, once per region per guard) and
-// checks the access. The table's lock is held while pinning, so a region cannot be
-// deregistered between being found and being pinned; the pin itself only ever *tries*
-// the region's lock, so the two locks never wait for each other in opposite orders.
+constexpr NTSTATUS kBusy = STATUS_PENDING;  // a lock is held exclusively: retry
+
+// Pins `lock` shared for the guard's lifetime. Only ever tries: the token table's lock is
+// held while pinning, and a waiting pin could otherwise deadlock against a writer.
+bool try_pin(std::shared_mutex& lock, AccessGuard& guard) {
+  if (guard.holds(&lock)) return true;
+  if (!lock.try_lock_shared()) return false;  // capacity: at most kMaxSge + 2 distinct locks
+  guard.add(&lock);
+  return true;
+}
+
+// Looks `token` up and appends the memory it names. The table's lock is held across the
+// pinning, so a region cannot lose its registration between being found and being pinned.
 NTSTATUS pin(Adapter& adapter, const Pd& pd, uint32_t token, uint64_t address, size_t length,
-             ULONG need, bool remote, uint8_t** data, AccessGuard& guard) {
-  constexpr NTSTATUS kBusy = STATUS_PENDING;  // a (de)registration holds the region: retry
-  for (;;) {
-    NTSTATUS status = adapter.tokens().with_owner(token, [&](Object* owner) -> NTSTATUS {
-      if (owner == nullptr || owner->type() != NdkObjectTypeMr) return STATUS_ACCESS_VIOLATION;
-      auto* mr = static_cast<Mr*>(owner);
-      if (&mr->pd() != &pd) return STATUS_ACCESS_VIOLATION;  // another protection domain
-      if (!guard.holds(&mr->data_lock())) {
-        if (!mr->data_lock().try_lock_shared()) return kBusy;
-        guard.add(&mr->data_lock());
+             ULONG need, bool remote, ExtentList& out, AccessGuard& guard) {
+  NTSTATUS status = adapter.tokens().with_owner(token, [&](Object* owner) -> NTSTATUS {
+      if (owner == nullptr) return STATUS_ACCESS_VIOLATION;
+      if (owner->type() == NdkObjectTypeMr) {
+        auto* mr = static_cast<Mr*>(owner);
+        if (&mr->pd() != &pd) return STATUS_ACCESS_VIOLATION;  // another protection domain
+        if (!try_pin(mr->data_lock(), guard)) return kBusy;
+        return mr->map_locked(token, address, length, need, remote, out);
       }
-      return mr->check_locked(token, address, length, need, remote, data);
-    });
-    if (status != kBusy) return status;
-    std::this_thread::yield();
+      if (owner->type() == NdkObjectTypeMw && remote) {  // windows grant remote access only
+        auto* mw = static_cast<Mw*>(owner);
+        if (&mw->pd() != &pd) return STATUS_ACCESS_VIOLATION;
+        if (!try_pin(mw->data_lock(), guard)) return kBusy;
+        Mr* region;
+        NTSTATUS checked = mw->check_locked(token, address, length, need, &region);
+        if (!NT_SUCCESS(checked)) return checked;
+        if (!try_pin(region->data_lock(), guard)) return kBusy;
+        const Mapping& mapping = region->mapping_locked();
+        if (!mapping.valid() || !mapping.contains(address, length)) return STATUS_ACCESS_VIOLATION;
+        return mapping.map(address, length, out) ? STATUS_SUCCESS : STATUS_INSUFFICIENT_RESOURCES;
+      }
+      return STATUS_ACCESS_VIOLATION;
+  });
+  if (status == kBusy) {
+    guard.release();  // let the writer finish; the caller pins everything again
+    out.clear();
   }
+  return status;
 }
 
 }  // namespace
 
 NTSTATUS resolve_local(Adapter& adapter, const Pd& pd, const NDK_SGE* sgl, ULONG count, ULONG need,
-                       Extent* out, AccessGuard& guard) {
-  for (ULONG i = 0; i < count; ++i) {
-    const NDK_SGE& sge = sgl[i];
-    out[i] = Extent{nullptr, sge.Length};
-    if (sge.Length == 0) continue;
-    if (sge.MemoryRegionToken == pd.privileged_token()) {
-      // A logical address from a LAM of this adapter: local access without registration.
-      auto address = static_cast<uintptr_t>(sge.LogicalAddress.QuadPart);
-      if (!adapter.lam_covers(address, sge.Length)) return STATUS_ACCESS_VIOLATION;
-      out[i].data = reinterpret_cast<uint8_t*>(address);
-      continue;
+                       ExtentList& out, AccessGuard& guard) {
+  for (;;) {
+    NTSTATUS status = STATUS_SUCCESS;
+    for (ULONG i = 0; i < count && NT_SUCCESS(status); ++i) {
+      const NDK_SGE& sge = sgl[i];
+      if (sge.Length == 0) continue;
+      if (sge.MemoryRegionToken == pd.privileged_token()) {
+        // A logical address from a LAM of this adapter: local access without registration.
+        auto address = static_cast<uintptr_t>(sge.LogicalAddress.QuadPart);
+        if (!adapter.lam_covers(address, sge.Length)) return STATUS_ACCESS_VIOLATION;
+        if (!out.add(reinterpret_cast<uint8_t*>(address), sge.Length)) return STATUS_INSUFFICIENT_RESOURCES;
+        continue;
+      }
+      status = pin(adapter, pd, sge.MemoryRegionToken, reinterpret_cast<uintptr_t>(sge.VirtualAddress),
+                   sge.Length, need, /*remote=*/false, out, guard);
     }
-    NTSTATUS status = pin(adapter, pd, sge.MemoryRegionToken,
-                          reinterpret_cast<uintptr_t>(sge.VirtualAddress), sge.Length, need,
-                          /*remote=*/false, &out[i].data, guard);
-    if (!NT_SUCCESS(status)) return status;
+    if (status != kBusy) return status;
+    std::this_thread::yield();  // a registration was changing: start over
   }
-  return STATUS_SUCCESS;
 }
 
 NTSTATUS resolve_remote(Adapter& adapter, const Pd& pd, uint32_t token, uint64_t address,
-                        size_t length, ULONG need, Extent* out, AccessGuard& guard) {
-  *out = Extent{nullptr, length};
+                        size_t length, ULONG need, ExtentList& out, AccessGuard& guard) {
   if (token == pd.privileged_token()) return STATUS_ACCESS_VIOLATION;  // never remote (R150)
-  return pin(adapter, pd, token, address, length, need, /*remote=*/true, &out->data, guard);
+  for (;;) {
+    NTSTATUS status = pin(adapter, pd, token, address, length, need, /*remote=*/true, out, guard);
+    if (status != kBusy) return status;
+    std::this_thread::yield();
+  }
 }
 
-size_t copy_extents(const Extent* to, ULONG nto, const Extent* from, ULONG nfrom) {
+size_t copy_extents(const ExtentList& to, const ExtentList& from) {
   size_t copied = 0;
+  const Extent* t = to.begin();
+  const Extent* f = from.begin();
   ULONG ti = 0, fi = 0;
   size_t to_off = 0, from_off = 0;
-  while (ti < nto && fi < nfrom) {
-    size_t n = std::min(to[ti].length - to_off, from[fi].length - from_off);
-    if (n > 0) std::memcpy(to[ti].data + to_off, from[fi].data + from_off, n);
+  while (ti < to.count() && fi < from.count()) {
+    size_t n = std::min(t[ti].length - to_off, f[fi].length - from_off);
+    std::memcpy(t[ti].data + to_off, f[fi].data + from_off, n);
     copied += n;
     to_off += n;
     from_off += n;
-    if (to_off == to[ti].length) {
+    if (to_off == t[ti].length) {
       ++ti;
       to_off = 0;
     }
-    if (from_off == from[fi].length) {
+    if (from_off == f[fi].length) {
       ++fi;
       from_off = 0;
     }
   }
   return copied;
-}
-
-size_t total_length(const Extent* extents, ULONG count) {
-  size_t total = 0;
-  for (ULONG i = 0; i < count; ++i) total += extents[i].length;
-  return total;
 }
 
 }  // namespace softndk

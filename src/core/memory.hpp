@@ -24,14 +24,51 @@ constexpr ULONG kNeedRemoteWrite = NDK_MR_FLAG_ALLOW_REMOTE_WRITE & ~NDK_MR_FLAG
 // The most SGEs one request may carry (the SGE tunables are capped to it), so that
 // resolving a request needs no allocation.
 constexpr ULONG kMaxSge = 64;
+// The most pieces of memory one side of a request may span: fast-registered pages need
+// not be adjacent, so one SGE can map to several pieces.
+constexpr ULONG kMaxExtents = 1024;
 
 struct Extent {
   uint8_t* data;
   size_t length;
 };
 
+// The pieces of memory behind one side of a request, in order. Fixed capacity.
+class ExtentList {
+ public:
+  // Appends a piece, merging it with the previous one when adjacent; false when full.
+  bool add(uint8_t* data, size_t length);
+  ULONG count() const { return count_; }
+  const Extent* begin() const { return items_; }
+  size_t total() const { return total_; }
+  void clear() { count_ = 0, total_ = 0; }
+
+ private:
+  Extent items_[kMaxExtents];
+  ULONG count_ = 0;
+  size_t total_ = 0;
+};
+
+// The memory behind a registered range: contiguous (NdkRegisterMr) or a list of pages
+// (NdkFastRegister, pages need not be adjacent: R141).
+struct Mapping {
+  uint64_t base = 0;       // the first address, an index (R131)
+  size_t length = 0;
+  ULONG rights = 0;        // NDK_MR_FLAG_* bits
+  uint8_t* data = nullptr; // contiguous memory, or
+  const uintptr_t* pages = nullptr;
+  ULONG first_byte_offset = 0;
+  bool valid() const { return data != nullptr || pages != nullptr; }
+  bool contains(uint64_t address, size_t size) const {
+    return address >= base && size <= length && address - base <= length - size;
+  }
+  // Appends the memory of [address, address+size), which lies inside; false when full.
+  bool map(uint64_t address, size_t size, ExtentList& out) const;
+};
+
 // Keeps the regions an operation touches registered (their data lock held shared) until
-// it ends. Fixed capacity: a request touches at most kMaxSge local regions plus one remote.
+// it ends. Fixed capacity: a request touches at most kMaxSge local regions plus one remote
+// region and its window.
 class AccessGuard {
  public:
   AccessGuard() = default;
@@ -44,25 +81,23 @@ class AccessGuard {
   void release();
 
  private:
-  std::array<std::shared_mutex*, 2 * kMaxSge + 2> locks_{};
+  std::array<std::shared_mutex*, 2 * kMaxSge + 4> locks_{};
   size_t count_ = 0;
 };
 
-// Resolves `count` local SGEs of a QP (or SRQ) in `pd` for `need` rights into `out`.
-// STATUS_ACCESS_VIOLATION for an unknown token, another PD's region, missing rights or
-// a range outside the region.
+// Resolves `count` local SGEs of a QP (or SRQ) in `pd` for `need` rights, appending
+// their memory to `out`. STATUS_ACCESS_VIOLATION for an unknown token, another PD's
+// region, missing rights or a range outside the region.
 NTSTATUS resolve_local(Adapter& adapter, const Pd& pd, const NDK_SGE* sgl, ULONG count, ULONG need,
-                       Extent* out, AccessGuard& guard);
+                       ExtentList& out, AccessGuard& guard);
 
-// Resolves a remote access arriving at `adapter` for a QP in `pd`.
-// STATUS_ACCESS_VIOLATION (token, PD, rights), STATUS_REMOTE_RESOURCES (bounds).
+// Resolves a remote access arriving at `adapter` for a QP in `pd` (a region's or a
+// window's remote token). STATUS_ACCESS_VIOLATION (token, PD, rights),
+// STATUS_REMOTE_RESOURCES (bounds).
 NTSTATUS resolve_remote(Adapter& adapter, const Pd& pd, uint32_t token, uint64_t address,
-                        size_t length, ULONG need, Extent* out, AccessGuard& guard);
+                        size_t length, ULONG need, ExtentList& out, AccessGuard& guard);
 
 // Copies from one extent list into another; returns the bytes copied (the smaller total).
-size_t copy_extents(const Extent* to, ULONG nto, const Extent* from, ULONG nfrom);
-
-// Sum of the extents' lengths.
-size_t total_length(const Extent* extents, ULONG count);
+size_t copy_extents(const ExtentList& to, const ExtentList& from);
 
 }  // namespace softndk

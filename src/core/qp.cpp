@@ -5,6 +5,8 @@
 #include "core/dispatch.hpp"
 #include "core/pd.hpp"
 
+#include <shared_mutex>
+
 namespace softndk {
 
 NTSTATUS validate_sgl(const NDK_SGE* sgl, ULONG count, ULONG max_count) {
@@ -96,12 +98,14 @@ NTSTATUS Qp::check_initiator(ULONG flags, ULONG allowed_flags, const NDK_SGE* sg
   return STATUS_SUCCESS;
 }
 
-NTSTATUS Qp::gather(const NDK_SGE* sgl, ULONG count, ULONG flags, ULONG need, Extent* out,
+NTSTATUS Qp::gather(const NDK_SGE* sgl, ULONG count, ULONG flags, ULONG need, ExtentList& out,
                     AccessGuard& guard) const {
+  out.clear();
   if (flags & NDK_OP_FLAG_INLINE) {
     // The caller's buffers themselves, copied before the call returns (R087).
     for (ULONG i = 0; i < count; ++i)
-      out[i] = Extent{static_cast<uint8_t*>(sgl[i].VirtualAddress), sgl[i].Length};
+      if (!out.add(static_cast<uint8_t*>(sgl[i].VirtualAddress), sgl[i].Length))
+        return STATUS_INSUFFICIENT_RESOURCES;
     return STATUS_SUCCESS;
   }
   return resolve_local(adapter(), pd_, sgl, count, need, out, guard);
@@ -132,13 +136,13 @@ NTSTATUS Qp::post_send(PVOID request_context, const NDK_SGE* sgl, ULONG count, U
                              NDK_OP_FLAG_DEFER;
   NTSTATUS status = check_initiator(flags, kAllowed, sgl, count, /*inline_allowed=*/true);
   if (!NT_SUCCESS(status)) return status;
-  Extent data[kMaxSge];
   {
     AccessGuard guard;
-    status = gather(sgl, count, flags, /*need=*/0, data, guard);
+    status = gather(sgl, count, flags, /*need=*/0, *initiator_extents_, guard);
     if (NT_SUCCESS(status))
-      status = connection_->send(side_, data, count, (flags & NDK_OP_FLAG_SEND_AND_SOLICIT_EVENT) != 0,
-                                 invalidate, invalidate_token);
+      status = connection_->send(side_, *initiator_extents_,
+                                 (flags & NDK_OP_FLAG_SEND_AND_SOLICIT_EVENT) != 0, invalidate,
+                                 invalidate_token);
   }
   complete_initiator(request_context, NdkOperationTypeSend, status, flags);  // R095
   return STATUS_SUCCESS;
@@ -150,11 +154,10 @@ NTSTATUS Qp::post_write(PVOID request_context, const NDK_SGE* sgl, ULONG count, 
                              NDK_OP_FLAG_DEFER | NDK_OP_FLAG_INLINE;  // INLINE: §7 item 15
   NTSTATUS status = check_initiator(flags, kAllowed, sgl, count, /*inline_allowed=*/true);
   if (!NT_SUCCESS(status)) return status;
-  Extent data[kMaxSge];
   {
     AccessGuard guard;
-    status = gather(sgl, count, flags, /*need=*/0, data, guard);
-    if (NT_SUCCESS(status)) status = connection_->write(side_, data, count, token, address);
+    status = gather(sgl, count, flags, /*need=*/0, *initiator_extents_, guard);
+    if (NT_SUCCESS(status)) status = connection_->write(side_, *initiator_extents_, token, address);
   }
   complete_initiator(request_context, NdkOperationTypeWrite, status, flags);
   return STATUS_SUCCESS;
@@ -167,22 +170,108 @@ NTSTATUS Qp::post_read(PVOID request_context, const NDK_SGE* sgl, ULONG count, u
   if (count > adapter().info().MaxReadRequestSge) return STATUS_INVALID_PARAMETER;
   NTSTATUS status = check_initiator(flags, kAllowed, sgl, count, /*inline_allowed=*/false);
   if (!NT_SUCCESS(status)) return status;
-  Extent into[kMaxSge];
   {
     AccessGuard guard;
-    status = gather(sgl, count, flags, kNeedLocalWrite, into, guard);
+    status = gather(sgl, count, flags, kNeedLocalWrite, *initiator_extents_, guard);
     // Reads run to completion here, one at a time: at most one is ever in flight, within
     // any negotiated ORD/IRD (R178), and READ_FENCE holds trivially (R081).
-    if (NT_SUCCESS(status)) status = connection_->read(side_, into, count, token, address);
+    if (NT_SUCCESS(status)) status = connection_->read(side_, *initiator_extents_, token, address);
   }
+  // Read with local invalidate: the first SGE's region is invalidated after a success
+  // (R094); a token naming a registered (not fast-registered) region is left alone.
+  if (NT_SUCCESS(status) && (flags & NDK_OP_FLAG_RDMA_READ_LOCAL_INVALIDATE) && count > 0)
+    invalidate_token(sgl[0].MemoryRegionToken, /*remote=*/false);
   complete_initiator(request_context, NdkOperationTypeRead, status, flags);
   return STATUS_SUCCESS;
 }
 
-NTSTATUS Qp::post_memory_operation(ULONG flags, ULONG allowed_flags) {
-  NTSTATUS status = check_initiator(flags, allowed_flags, nullptr, 0, false);
+NTSTATUS Qp::post_bind(PVOID request_context, Mr& mr, Mw& mw, uint64_t address, size_t length,
+                       ULONG flags) {
+  constexpr ULONG kAllowed = NDK_OP_FLAG_SILENT_SUCCESS | NDK_OP_FLAG_READ_FENCE | NDK_OP_FLAG_DEFER |
+                             NDK_OP_FLAG_ALLOW_REMOTE_READ | NDK_OP_FLAG_ALLOW_REMOTE_WRITE;
+  NTSTATUS status = check_initiator(flags, kAllowed, nullptr, 0, false);
   if (!NT_SUCCESS(status)) return status;
-  return STATUS_NOT_SUPPORTED;  // memory windows and fast registration: the next issue
+  if (&mr.pd() != &pd_ || &mw.pd() != &pd_ || mr.fast_register()) return STATUS_INVALID_PARAMETER;
+  ULONG rights = 0;
+  if (flags & NDK_OP_FLAG_ALLOW_REMOTE_READ) rights |= kNeedRemoteRead;
+  if ((flags & NDK_OP_FLAG_ALLOW_REMOTE_WRITE) == NDK_OP_FLAG_ALLOW_REMOTE_WRITE) rights |= kNeedRemoteWrite;
+  {
+    std::shared_lock lock(mr.data_lock());
+    const Mapping& mapping = mr.mapping_locked();
+    if (!mapping.valid()) return STATUS_INVALID_DEVICE_STATE;  // not registered
+    // The whole window lies inside the region (R146, §7 item 5).
+    if (length == 0 || !mapping.contains(address, length)) return STATUS_INVALID_PARAMETER;
+    // Write through a window needs a region the adapter may write locally (R147).
+    if ((rights & kNeedRemoteWrite) && !(mapping.rights & NDK_MR_FLAG_ALLOW_LOCAL_WRITE))
+      return STATUS_ACCESS_VIOLATION;
+  }
+  mw.bind(mr, address, length, rights);  // the token works once NdkBind returns (R148)
+  complete_initiator(request_context, NdkOperationTypeBind, STATUS_SUCCESS, flags);
+  return STATUS_SUCCESS;
+}
+
+NTSTATUS Qp::post_fast_register(PVOID request_context, Mr& mr, ULONG page_count,
+                                const NDK_LOGICAL_ADDRESS* pages, ULONG fbo, size_t length,
+                                uint64_t base, ULONG flags) {
+  constexpr ULONG kAllowed = NDK_OP_FLAG_SILENT_SUCCESS | NDK_OP_FLAG_READ_FENCE | NDK_OP_FLAG_DEFER |
+                             NDK_OP_FLAG_ALLOW_REMOTE_READ | NDK_OP_FLAG_ALLOW_LOCAL_WRITE |
+                             NDK_OP_FLAG_ALLOW_REMOTE_WRITE | NDK_OP_FLAG_RDMA_READ_SINK;
+  NTSTATUS status = check_initiator(flags, kAllowed, nullptr, 0, false);
+  if (!NT_SUCCESS(status)) return status;
+  if (&mr.pd() != &pd_) return STATUS_INVALID_PARAMETER;
+  // BaseVirtualAddress = FBO + n pages (R143); the length fits the pages (R142).
+  if (base % PAGE_SIZE != fbo) return STATUS_INVALID_PARAMETER;
+  ULONG rights = 0;
+  if (flags & NDK_OP_FLAG_ALLOW_LOCAL_WRITE) rights |= NDK_MR_FLAG_ALLOW_LOCAL_WRITE;
+  if (flags & NDK_OP_FLAG_ALLOW_REMOTE_READ) rights |= NDK_MR_FLAG_ALLOW_REMOTE_READ;
+  if ((flags & NDK_OP_FLAG_ALLOW_REMOTE_WRITE) == NDK_OP_FLAG_ALLOW_REMOTE_WRITE)
+    rights |= NDK_MR_FLAG_ALLOW_REMOTE_WRITE;
+  status = mr.fast_register(page_count, pages, fbo, length, base, rights);
+  if (!NT_SUCCESS(status)) return status;  // inline, no CQ entry (R076)
+  complete_initiator(request_context, NdkOperationTypeFastRegister, STATUS_SUCCESS, flags);
+  return STATUS_SUCCESS;
+}
+
+NTSTATUS Qp::post_invalidate(PVOID request_context, Object& target, ULONG flags) {
+  constexpr ULONG kAllowed = NDK_OP_FLAG_SILENT_SUCCESS | NDK_OP_FLAG_READ_FENCE | NDK_OP_FLAG_DEFER;
+  NTSTATUS status = check_initiator(flags, kAllowed, nullptr, 0, false);
+  if (!NT_SUCCESS(status)) return status;
+  if (target.type() == NdkObjectTypeMr) {
+    auto& mr = static_cast<Mr&>(target);
+    if (&mr.pd() != &pd_) return STATUS_INVALID_PARAMETER;
+    status = mr.invalidate();
+  } else {
+    auto& mw = static_cast<Mw&>(target);
+    if (&mw.pd() != &pd_) return STATUS_INVALID_PARAMETER;
+    status = mw.invalidate();
+  }
+  if (!NT_SUCCESS(status)) return status;  // already invalid (R145), or a registered MR (R137)
+  complete_initiator(request_context, NdkOperationTypeInvalidate, STATUS_SUCCESS, flags);
+  return STATUS_SUCCESS;
+}
+
+bool Qp::invalidate_token(uint32_t token, bool remote) {
+  // Find the owner under the table's lock, keep it alive by a hold, invalidate outside.
+  Object* owner = adapter().tokens().with_owner(token, [&](Object* o) -> Object* {
+    if (o == nullptr) return nullptr;
+    if (o->type() == NdkObjectTypeMr) {
+      auto* mr = static_cast<Mr*>(o);
+      if (&mr->pd() != &pd_ || !mr->fast_register()) return nullptr;
+      if (token != (remote ? mr->remote_token() : mr->local_token())) return nullptr;
+    } else if (o->type() == NdkObjectTypeMw) {
+      auto* mw = static_cast<Mw*>(o);
+      if (!remote || &mw->pd() != &pd_ || token != mw->remote_token()) return nullptr;
+    } else {
+      return nullptr;
+    }
+    o->hold();
+    return o;
+  });
+  if (owner == nullptr) return false;
+  NTSTATUS status = owner->type() == NdkObjectTypeMr ? static_cast<Mr*>(owner)->invalidate()
+                                                     : static_cast<Mw*>(owner)->invalidate();
+  owner->release();
+  return NT_SUCCESS(status);
 }
 
 NTSTATUS Qp::post_receive(PVOID request_context, const NDK_SGE* sgl, ULONG count) {
@@ -233,39 +322,39 @@ void Qp::connection_ended(NTSTATUS status) {
   flush();
 }
 
-fabric::QpEndpoint::SendOutcome Qp::deliver_send(const Extent* data, ULONG count, bool solicited,
+fabric::QpEndpoint::SendOutcome Qp::deliver_send(const ExtentList& data, bool solicited,
                                                  bool invalidate, uint32_t token) {
   PostedReceive receive;
   bool have = srq_ != nullptr ? srq_->take(receive) : receives_.pop(receive);
   if (!have) return {kNoReceive, true};  // iWARP terminates (docs/DATAPATH.md)
-  Extent into[kMaxSge];
-  AccessGuard guard;
-  NTSTATUS status = resolve_local(adapter(), pd_, receive.sge, receive.count, kNeedLocalWrite, into, guard);
-  if (!NT_SUCCESS(status)) {
-    complete_receive(receive, status, 0, solicited, 0);
-    return {STATUS_CONNECTION_ABORTED, true};
+  ExtentList& into = *receive_extents_;
+  into.clear();
+  size_t copied;
+  {
+    AccessGuard guard;
+    NTSTATUS status = resolve_local(adapter(), pd_, receive.sge, receive.count, kNeedLocalWrite, into, guard);
+    if (!NT_SUCCESS(status)) {
+      complete_receive(receive, status, 0, solicited, 0);
+      return {STATUS_CONNECTION_ABORTED, true};
+    }
+    copied = copy_extents(into, data);  // the only copy
   }
-  size_t capacity = total_length(into, receive.count);
-  size_t length = total_length(data, count);
-  size_t copied = copy_extents(into, receive.count, data, count);  // the only copy
-  guard.release();
-  if (length > capacity) {
+  if (data.total() > into.total()) {
     complete_receive(receive, STATUS_BUFFER_OVERFLOW, copied, solicited, 0);
     return {STATUS_BUFFER_OVERFLOW, true};
   }
-  if (invalidate) {
-    // Remote invalidation needs memory windows or fast-registered regions (the next
-    // issue); a token naming neither aborts the connection (R099).
-    (void)token;
+  // Remote invalidation happens before the receive completes (R096); a token naming
+  // nothing invalidatable aborts the connection (R099).
+  if (invalidate && !invalidate_token(token, /*remote=*/true)) {
     complete_receive(receive, STATUS_ACCESS_VIOLATION, copied, solicited, 0);
     return {STATUS_ACCESS_VIOLATION, true};
   }
-  complete_receive(receive, STATUS_SUCCESS, copied, solicited, 0);
+  complete_receive(receive, STATUS_SUCCESS, copied, solicited, invalidate ? token : 0);
   return {STATUS_SUCCESS, false};
 }
 
 NTSTATUS Qp::resolve_tagged(uint32_t token, uint64_t address, size_t length, ULONG need,
-                            Extent* out, AccessGuard& guard) {
+                            ExtentList& out, AccessGuard& guard) {
   return resolve_remote(adapter(), pd_, token, address, length, need, out, guard);
 }
 

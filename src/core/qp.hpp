@@ -12,6 +12,8 @@
 namespace softndk {
 
 class Cq;
+class Mr;
+class Mw;
 class Pd;
 
 class Srq final : public Object {
@@ -35,6 +37,10 @@ class Srq final : public Object {
   NDK_FN_SRQ_NOTIFICATION_CALLBACK notification_;
   PVOID notification_context_;
   ReceiveQueue receives_;
+  // Scratch lists for resolving memory: the initiator queue and the receive side are each
+  // used by one thread at a time (R067), so the data path allocates nothing.
+  std::unique_ptr<ExtentList> initiator_extents_ = std::make_unique<ExtentList>();
+  std::unique_ptr<ExtentList> receive_extents_ = std::make_unique<ExtentList>();
   std::mutex threshold_mutex_;
   ULONG threshold_;  // 0: not armed
 };
@@ -58,8 +64,12 @@ class Qp final : public Object, public fabric::QpEndpoint {
                       uint32_t token, ULONG flags);
   NTSTATUS post_read(PVOID request_context, const NDK_SGE* sgl, ULONG count, uint64_t address,
                      uint32_t token, ULONG flags);
-  // Bind, fast register, invalidate: validated; they arrive with memory windows.
-  NTSTATUS post_memory_operation(ULONG flags, ULONG allowed_flags);
+  NTSTATUS post_bind(PVOID request_context, Mr& mr, Mw& mw, uint64_t address, size_t length,
+                     ULONG flags);
+  NTSTATUS post_fast_register(PVOID request_context, Mr& mr, ULONG page_count,
+                              const NDK_LOGICAL_ADDRESS* pages, ULONG fbo, size_t length,
+                              uint64_t base, ULONG flags);
+  NTSTATUS post_invalidate(PVOID request_context, Object& target, ULONG flags);
   NTSTATUS post_receive(PVOID request_context, const NDK_SGE* sgl, ULONG count);
   void flush();
 
@@ -77,10 +87,10 @@ class Qp final : public Object, public fabric::QpEndpoint {
   Cq& initiator_cq() { return initiator_cq_; }
 
   // ---- fabric::QpEndpoint: the peer's messages and accesses ----
-  SendOutcome deliver_send(const Extent* data, ULONG count, bool solicited, bool invalidate,
+  SendOutcome deliver_send(const ExtentList& data, bool solicited, bool invalidate,
                            uint32_t token) override;
   NTSTATUS resolve_tagged(uint32_t token, uint64_t address, size_t length, ULONG need,
-                          Extent* out, AccessGuard& guard) override;
+                          ExtentList& out, AccessGuard& guard) override;
   void terminated(NTSTATUS status) override { connection_ended(status); }
 
  protected:
@@ -93,8 +103,11 @@ class Qp final : public Object, public fabric::QpEndpoint {
   NTSTATUS check_initiator(ULONG flags, ULONG allowed_flags, const NDK_SGE* sgl, ULONG count,
                            bool inline_allowed) const;
   // Local SGEs (or INLINE data) of an initiator request as extents.
-  NTSTATUS gather(const NDK_SGE* sgl, ULONG count, ULONG flags, ULONG need, Extent* out,
+  NTSTATUS gather(const NDK_SGE* sgl, ULONG count, ULONG flags, ULONG need, ExtentList& out,
                   AccessGuard& guard) const;
+  // Invalidates the region or window a token of this QP's PD names (remote invalidation,
+  // read with local invalidate). False when the token names nothing invalidatable.
+  bool invalidate_token(uint32_t token, bool remote);
   // Completes an initiator request in the initiator CQ (R075, R080); an error ends the
   // connection (the QP enters the error state).
   void complete_initiator(PVOID request_context, NDK_OPERATION_TYPE type, NTSTATUS status,
@@ -110,6 +123,10 @@ class Qp final : public Object, public fabric::QpEndpoint {
   PVOID context_;
   Limits limits_;
   ReceiveQueue receives_;
+  // Scratch lists for resolving memory: the initiator queue and the receive side are each
+  // used by one thread at a time (R067), so the data path allocates nothing.
+  std::unique_ptr<ExtentList> initiator_extents_ = std::make_unique<ExtentList>();
+  std::unique_ptr<ExtentList> receive_extents_ = std::make_unique<ExtentList>();
   std::atomic<int> state_{kIdle};
   std::atomic<bool> claimed_{false};
   std::shared_ptr<fabric::Connection> connection_;  // set once, before kConnected

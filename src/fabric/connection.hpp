@@ -49,11 +49,11 @@ class QpEndpoint {
     bool terminate;
   };
   // `invalidate` asks the receiver to invalidate `token` (send with invalidate).
-  virtual SendOutcome deliver_send(const Extent* data, ULONG count, bool solicited,
-                                   bool invalidate, uint32_t token) = 0;
+  virtual SendOutcome deliver_send(const ExtentList& data, bool solicited, bool invalidate,
+                                   uint32_t token) = 0;
   // A tagged access by the peer (the target of its write, the source of its read).
   virtual NTSTATUS resolve_tagged(uint32_t token, uint64_t address, size_t length, ULONG need,
-                                  Extent* out, AccessGuard& guard) = 0;
+                                  ExtentList& out, AccessGuard& guard) = 0;
   // The peer terminated the connection with an error.
   virtual void terminated(NTSTATUS status) = 0;
 };
@@ -96,12 +96,10 @@ class Connection {
 
   // Data path, initiated by `side` (already validated and resolved locally).
   // Each returns the status of the request; in-process fabrics complete synchronously.
-  virtual NTSTATUS send(Side side, const Extent* data, ULONG count, bool solicited,
-                        bool invalidate, uint32_t token) = 0;
-  virtual NTSTATUS write(Side side, const Extent* data, ULONG count, uint32_t token,
-                         uint64_t address) = 0;
-  virtual NTSTATUS read(Side side, const Extent* into, ULONG count, uint32_t token,
-                        uint64_t address) = 0;
+  virtual NTSTATUS send(Side side, const ExtentList& data, bool solicited, bool invalidate,
+                        uint32_t token) = 0;
+  virtual NTSTATUS write(Side side, const ExtentList& data, uint32_t token, uint64_t address) = 0;
+  virtual NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address) = 0;
 };
 
 // The core's face of a listener: a connect request for its address. Returns the status

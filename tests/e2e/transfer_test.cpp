@@ -448,6 +448,118 @@ TEST_P(Transfer, RejectCarriesPrivateDataAndNobodyListeningIsRefused) {
   EXPECT_STREQ(got, no);
 }
 
+// Posts an initiator request and returns its completion status (polling the CQ).
+template <class Post>
+NTSTATUS run(Side& side, Post&& post) {
+  NTSTATUS posted = post();
+  if (posted != STATUS_SUCCESS) return posted;
+  auto results = side.poll(1);
+  return results.empty() ? STATUS_IO_TIMEOUT : results[0].Status;
+}
+
+TEST_P(Transfer, R146_R148_WindowGrantsItsRangeAndRightsOnly) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  NDK_PD* pd = server_.pd;
+  NDK_MW* mw = create<NDK_MW>([&](auto cb, auto ctx, NDK_MW** out) { return pd->Dispatch->NdkCreateMw(pd, cb, ctx, out); });
+  ASSERT_NE(mw, nullptr);
+  for (size_t i = 0; i < 8192; ++i) server_.buffer[4096 + i] = static_cast<unsigned char>(i * 13);
+  // A read-only window over 8 KiB of the server's region.
+  EXPECT_EQ(run(server_, [&] {
+              return server_.qp->Dispatch->NdkBind(server_.qp, nullptr, server_.mr, mw,
+                                                   reinterpret_cast<PVOID>(server_.address(4096)), 8192,
+                                                   NDK_OP_FLAG_ALLOW_REMOTE_READ);
+            }),
+            STATUS_SUCCESS);
+  UINT32 token = mw->Dispatch->NdkGetRemoteTokenFromMw(mw);
+  NDK_SGE r = client_.sge(0, 8192);
+  EXPECT_EQ(run(client_, [&] { return client_.qp->Dispatch->NdkRead(client_.qp, nullptr, &r, 1, server_.address(4096), token, 0); }),
+            STATUS_SUCCESS);
+  EXPECT_EQ(std::memcmp(client_.buffer.data(), server_.buffer.data() + 4096, 8192), 0);
+  // Writing into the read-only window fails and ends the connection.
+  NDK_SGE w = client_.sge(0, 16);
+  EXPECT_EQ(run(client_, [&] { return client_.qp->Dispatch->NdkWrite(client_.qp, nullptr, &w, 1, server_.address(4096), token, 0); }),
+            STATUS_ACCESS_VIOLATION);
+  close(mw);
+}
+
+TEST_P(Transfer, R145_WindowPastItsEndAndInvalidatedWindowRefuseAccess) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  NDK_PD* pd = server_.pd;
+  NDK_MW* mw = create<NDK_MW>([&](auto cb, auto ctx, NDK_MW** out) { return pd->Dispatch->NdkCreateMw(pd, cb, ctx, out); });
+  ASSERT_EQ(run(server_, [&] {
+              return server_.qp->Dispatch->NdkBind(server_.qp, nullptr, server_.mr, mw,
+                                                   reinterpret_cast<PVOID>(server_.address(0)), 4096,
+                                                   NDK_OP_FLAG_ALLOW_REMOTE_READ | NDK_OP_FLAG_ALLOW_REMOTE_WRITE);
+            }),
+            STATUS_SUCCESS);
+  UINT32 token = mw->Dispatch->NdkGetRemoteTokenFromMw(mw);
+  ASSERT_EQ(run(server_, [&] { return server_.qp->Dispatch->NdkInvalidate(server_.qp, nullptr, &mw->Header, 0); }),
+            STATUS_SUCCESS);
+  // Invalidating it again fails inline (R145).
+  EXPECT_EQ(server_.qp->Dispatch->NdkInvalidate(server_.qp, nullptr, &mw->Header, 0), STATUS_INVALID_DEVICE_STATE);
+  NDK_SGE w = client_.sge(0, 16);
+  EXPECT_EQ(run(client_, [&] { return client_.qp->Dispatch->NdkWrite(client_.qp, nullptr, &w, 1, server_.address(0), token, 0); }),
+            STATUS_ACCESS_VIOLATION);
+  close(mw);
+}
+
+TEST_P(Transfer, R141_R144_FastRegisteredLamPagesReceiveWritesAndRemoteInvalidation) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  // Server: a fast-register MR over pages of a LAM built from an MDL.
+  NDK_PD* pd = server_.pd;
+  NDK_MR* frmr = create<NDK_MR>([&](auto cb, auto ctx, NDK_MR** out) { return pd->Dispatch->NdkCreateMr(pd, TRUE, cb, ctx, out); });
+  ASSERT_NE(frmr, nullptr);
+  Waiter initialized;
+  ASSERT_EQ(initialized.wait(frmr->Dispatch->NdkInitializeFastRegisterMr(frmr, 8, TRUE, &Waiter::on_request, &initialized)),
+            STATUS_SUCCESS);
+  std::vector<unsigned char> target(5 * PAGE_SIZE, 0);
+  unsigned char* start = target.data() + 100;
+  PMDL mdl = IoAllocateMdl(start, static_cast<ULONG>(3 * PAGE_SIZE), FALSE, FALSE, nullptr);
+  MmBuildMdlForNonPagedPool(mdl);
+  alignas(8) unsigned char lam_storage[256];
+  auto* lam = reinterpret_cast<NDK_LOGICAL_ADDRESS_MAPPING*>(lam_storage);
+  ULONG lam_size = sizeof(lam_storage), fbo = 0;
+  Waiter built;
+  ASSERT_EQ(built.wait(server_.adapter->Dispatch->NdkBuildLAM(server_.adapter, mdl, 3 * PAGE_SIZE, &Waiter::on_request,
+                                                               &built, lam, &lam_size, &fbo)),
+            STATUS_SUCCESS);
+  ASSERT_EQ(fbo, reinterpret_cast<uintptr_t>(start) % PAGE_SIZE);
+  uint64_t base = reinterpret_cast<uintptr_t>(start);
+  ASSERT_EQ(run(server_, [&] {
+              return server_.qp->Dispatch->NdkFastRegister(server_.qp, nullptr, frmr, lam->AdapterPageCount,
+                                                           lam->AdapterPageArray, fbo, 3 * PAGE_SIZE,
+                                                           reinterpret_cast<PVOID>(base),
+                                                           NDK_OP_FLAG_ALLOW_REMOTE_WRITE | NDK_OP_FLAG_ALLOW_REMOTE_READ);
+            }),
+            STATUS_SUCCESS);
+  UINT32 token = frmr->Dispatch->NdkGetRemoteTokenFromMr(frmr);
+  ASSERT_NE(token, 0u);
+  for (size_t i = 0; i < 3 * PAGE_SIZE; ++i) client_.buffer[i] = static_cast<unsigned char>(i * 3 + 5);
+  NDK_SGE w = client_.sge(0, static_cast<ULONG>(3 * PAGE_SIZE));
+  ASSERT_EQ(run(client_, [&] { return client_.qp->Dispatch->NdkWrite(client_.qp, nullptr, &w, 1, base, token, 0); }),
+            STATUS_SUCCESS);
+  EXPECT_EQ(std::memcmp(start, client_.buffer.data(), 3 * PAGE_SIZE), 0);
+
+  // Send with invalidate: the server's receive says which token went away (R096).
+  NDK_SGE into = server_.sge(0, 64);
+  ASSERT_EQ(server_.qp->Dispatch->NdkReceive(server_.qp, nullptr, &into, 1), STATUS_SUCCESS);
+  NDK_SGE s = client_.sge(0, 8);
+  ASSERT_EQ(run(client_, [&] { return client_.qp->Dispatch->NdkSendAndInvalidate(client_.qp, nullptr, &s, 1, 0, token); }),
+            STATUS_SUCCESS);
+  auto received = server_.poll(1);
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].Status, STATUS_SUCCESS);
+  EXPECT_EQ(received[0].Type, NdkOperationTypeReceiveAndInvalidate);
+  EXPECT_EQ(received[0].TypeSpecificCompletionOutput, token);
+  // The region is invalid now: a local invalidate fails (R098), a remote access too.
+  EXPECT_EQ(server_.qp->Dispatch->NdkInvalidate(server_.qp, nullptr, &frmr->Header, 0), STATUS_INVALID_DEVICE_STATE);
+  EXPECT_EQ(run(client_, [&] { return client_.qp->Dispatch->NdkRead(client_.qp, nullptr, &w, 1, base, token, 0); }),
+            STATUS_ACCESS_VIOLATION);
+  server_.adapter->Dispatch->NdkReleaseLAM(server_.adapter, lam);
+  IoFreeMdl(mdl);
+  close(frmr);
+}
+
 // R116: more completions than the CQ holds put it in error: an armed notification says
 // STATUS_BUFFER_OVERFLOW, nothing more is reported and its QPs refuse work.
 TEST(CqOverflow, R116_OverrunCqReportsBufferOverflowAndItsQpsStop) {

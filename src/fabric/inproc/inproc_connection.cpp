@@ -117,44 +117,44 @@ void InprocConnection::detach(Side side) {
   qps_[side] = nullptr;
 }
 
-NTSTATUS InprocConnection::send(Side side, const Extent* data, ULONG count, bool solicited,
-                                bool invalidate, uint32_t token) {
+NTSTATUS InprocConnection::send(Side side, const ExtentList& data, bool solicited, bool invalidate,
+                                uint32_t token) {
   QpEndpoint* peer = enter(side);
   if (peer == nullptr) return STATUS_CANCELLED;  // the connection ended meanwhile: flushed
-  QpEndpoint::SendOutcome outcome = peer->deliver_send(data, count, solicited, invalidate, token);
+  QpEndpoint::SendOutcome outcome = peer->deliver_send(data, solicited, invalidate, token);
   leave();
   if (outcome.terminate) terminate(side, outcome.sender_status);
   return outcome.sender_status;
 }
 
-NTSTATUS InprocConnection::write(Side side, const Extent* data, ULONG count, uint32_t token,
+// The target's memory for a tagged access, then one copy per byte.
+NTSTATUS InprocConnection::write(Side side, const ExtentList& data, uint32_t token,
                                  uint64_t address) {
   QpEndpoint* peer = enter(side);
-  if (peer == nullptr) return STATUS_CANCELLED;  // the connection ended meanwhile: flushed
-  size_t length = total_length(data, count);
+  if (peer == nullptr) return STATUS_CANCELLED;
   NTSTATUS status = STATUS_SUCCESS;
-  if (length > 0) {
+  if (data.total() > 0) {
     AccessGuard guard;
-    Extent target;
-    status = peer->resolve_tagged(token, address, length, kNeedRemoteWrite, &target, guard);
-    if (NT_SUCCESS(status)) copy_extents(&target, 1, data, count);  // one copy per byte
+    ExtentList& target = scratch(side);
+    target.clear();
+    status = peer->resolve_tagged(token, address, data.total(), kNeedRemoteWrite, target, guard);
+    if (NT_SUCCESS(status)) copy_extents(target, data);
   }
   leave();
   if (!NT_SUCCESS(status)) terminate(side, status);
   return status;
 }
 
-NTSTATUS InprocConnection::read(Side side, const Extent* into, ULONG count, uint32_t token,
-                                uint64_t address) {
+NTSTATUS InprocConnection::read(Side side, const ExtentList& into, uint32_t token, uint64_t address) {
   QpEndpoint* peer = enter(side);
-  if (peer == nullptr) return STATUS_CANCELLED;  // the connection ended meanwhile: flushed
-  size_t length = total_length(into, count);
+  if (peer == nullptr) return STATUS_CANCELLED;
   NTSTATUS status = STATUS_SUCCESS;
-  if (length > 0) {
+  if (into.total() > 0) {
     AccessGuard guard;
-    Extent source;
-    status = peer->resolve_tagged(token, address, length, kNeedRemoteRead, &source, guard);
-    if (NT_SUCCESS(status)) copy_extents(into, count, &source, 1);
+    ExtentList& source = scratch(side);
+    source.clear();
+    status = peer->resolve_tagged(token, address, into.total(), kNeedRemoteRead, source, guard);
+    if (NT_SUCCESS(status)) copy_extents(into, source);
   }
   leave();
   if (!NT_SUCCESS(status)) terminate(side, status);

@@ -32,12 +32,10 @@ class InprocConnection final : public Connection,
   void terminate(Side side, NTSTATUS status) override;
   void detach(Side side) override;
 
-  NTSTATUS send(Side side, const Extent* data, ULONG count, bool solicited, bool invalidate,
+  NTSTATUS send(Side side, const ExtentList& data, bool solicited, bool invalidate,
                 uint32_t token) override;
-  NTSTATUS write(Side side, const Extent* data, ULONG count, uint32_t token,
-                 uint64_t address) override;
-  NTSTATUS read(Side side, const Extent* into, ULONG count, uint32_t token,
-                uint64_t address) override;
+  NTSTATUS write(Side side, const ExtentList& data, uint32_t token, uint64_t address) override;
+  NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address) override;
 
  private:
   // Delivers an event to `to`'s connector, pinned, outside the lock.
@@ -49,6 +47,10 @@ class InprocConnection final : public Connection,
   // The peer QP of `side` for one operation, or null when the data path is closed.
   QpEndpoint* enter(Side side);
   void leave() { inflight_.fetch_sub(1, std::memory_order_release); }
+  // Where a tagged access's target memory is listed: one list per side, because each
+  // side's initiator queue is used by one thread at a time (R067), and kept here so the
+  // data path allocates nothing and keeps the stack small.
+  ExtentList& scratch(Side side) { return *scratch_[side]; }
 
   const SockAddr addresses_[2];
   std::mutex mutex_;
@@ -57,6 +59,7 @@ class InprocConnection final : public Connection,
   bool ended_ = false;  // disconnected or terminated: the data path stays closed
   std::atomic<bool> open_{false};
   std::atomic<uint32_t> inflight_{0};
+  std::unique_ptr<ExtentList> scratch_[2] = {std::make_unique<ExtentList>(), std::make_unique<ExtentList>()};
 };
 
 }  // namespace softndk::fabric::inproc
