@@ -99,6 +99,20 @@ SharedEndpoint::SharedEndpoint(Adapter& adapter, const SockAddr& reserved)
 
 void SharedEndpoint::on_closed() { adapter().iface().unreserve(address_); }
 
+NTSTATUS SharedEndpoint::claim(const SockAddr& destination) {
+  std::lock_guard lock(mutex_);
+  for (const SockAddr& d : destinations_)
+    if (d == destination) return STATUS_ADDRESS_ALREADY_EXISTS;
+  destinations_.push_back(destination);
+  return STATUS_SUCCESS;
+}
+
+void SharedEndpoint::unclaim(const SockAddr& destination) {
+  std::lock_guard lock(mutex_);
+  auto it = std::find(destinations_.begin(), destinations_.end(), destination);
+  if (it != destinations_.end()) destinations_.erase(it);
+}
+
 // ------------------------------------------------------------------------ connector --
 
 Connector::Connector(Adapter& adapter)
@@ -123,29 +137,43 @@ void Connector::on_closed() {
   std::lock_guard lock(mutex_);
   if (reserved_) adapter().iface().unreserve(*reserved_);
   reserved_.reset();
+  if (endpoint_ != nullptr) endpoint_->unclaim(endpoint_destination_);  // R195
+  endpoint_ = nullptr;
 }
 
-NTSTATUS Connector::connect(Qp& qp, const SockAddr& source, const SockAddr& destination,
-                            ULONG inbound, ULONG outbound, std::span<const uint8_t> data,
-                            NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
+NTSTATUS Connector::connect(Qp& qp, const SockAddr& source, SharedEndpoint* endpoint,
+                            const SockAddr& destination, ULONG inbound, ULONG outbound,
+                            std::span<const uint8_t> data, NDK_FN_REQUEST_COMPLETION completion,
+                            PVOID context) {
   {
     std::lock_guard lock(mutex_);
     // A connector that failed to connect may try again (docs/DATAPATH.md).
     if ((state_ != State::kIdle && state_ != State::kFailed) || side_ != fabric::Connection::kActive)
       return STATUS_INVALID_DEVICE_STATE;
   }
-  SockAddr local = source;
-  NTSTATUS status = adapter().iface().reserve(local);  // port 0: ephemeral (R159)
+  SockAddr local = endpoint != nullptr ? endpoint->address() : source;
+  // The local address: the shared endpoint's (one connection per destination, R162), or
+  // reserved for this connector alone (port 0: ephemeral, R159).
+  NTSTATUS status = endpoint != nullptr ? endpoint->claim(destination) : adapter().iface().reserve(local);
   if (!NT_SUCCESS(status)) return adapter().complete_request(this, completion, context, status);
+  auto undo_local = [&] {
+    if (endpoint != nullptr)
+      endpoint->unclaim(destination);
+    else
+      adapter().iface().unreserve(local);
+  };
   if (!qp.claim_for_connection()) {
-    adapter().iface().unreserve(local);
+    undo_local();
     return STATUS_INVALID_DEVICE_STATE;  // the QP already has a connection
   }
   std::shared_ptr<fabric::Connection> connection = adapter().iface().connect(local, destination, this);
   {
     std::lock_guard lock(mutex_);
     if (reserved_) adapter().iface().unreserve(*reserved_);  // a previous attempt's
-    reserved_ = local;
+    reserved_.reset();
+    if (endpoint == nullptr) reserved_ = local;
+    endpoint_ = endpoint;
+    endpoint_destination_ = destination;
     qp_ = &qp;
     connection_ = connection;
     own_inbound_ = std::min(inbound, adapter().info().MaxInboundReadLimit);
@@ -156,6 +184,7 @@ NTSTATUS Connector::connect(Qp& qp, const SockAddr& source, const SockAddr& dest
     adapter().begin_pending(this, connect_request_, completion, context);
   }
   add_antecedent(&qp);  // R172
+  if (endpoint != nullptr) add_antecedent(endpoint);  // the endpoint's close waits (R196)
   status = connection->request(own_inbound_, own_outbound_, data);
   if (status == STATUS_PENDING) return STATUS_PENDING;  // the peer answers later
   // Refused at once (nobody listening, host unknown): retryable (R160).
@@ -165,7 +194,11 @@ NTSTATUS Connector::connect(Qp& qp, const SockAddr& source, const SockAddr& dest
     connection_.reset();
     state_ = State::kFailed;
     qp_ = nullptr;
+    endpoint_ = nullptr;
+    reserved_.reset();
   }
+  undo_local();
+  if (endpoint != nullptr) drop_antecedent(endpoint);
   drop_antecedent(&qp);
   qp.release_claim();
   release();  // the hold begin_pending took

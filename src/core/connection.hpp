@@ -62,12 +62,18 @@ class SharedEndpoint final : public Object {
     return object_of<SharedEndpoint>(ndk, NdkObjectTypeSharedEndpoint);
   }
   const SockAddr& address() const { return address_; }
+  // One connection per destination through the endpoint (R162):
+  // STATUS_ADDRESS_ALREADY_EXISTS when one to `destination` exists already.
+  NTSTATUS claim(const SockAddr& destination);
+  void unclaim(const SockAddr& destination);
 
  protected:
   void on_closed() override;
 
  private:
   SockAddr address_;
+  std::mutex mutex_;
+  std::vector<SockAddr> destinations_;
 };
 
 class Connector final : public Object, public fabric::ConnectorEvents {
@@ -85,8 +91,11 @@ class Connector final : public Object, public fabric::ConnectorEvents {
     PVOID context = nullptr;
   };
 
-  NTSTATUS connect(Qp& qp, const SockAddr& source, const SockAddr& destination, ULONG inbound,
-                   ULONG outbound, std::span<const uint8_t> data, NDK_FN_REQUEST_COMPLETION completion,
+  // Connects from `source` (reserved for this connector, port 0: ephemeral), or from the
+  // address of `endpoint` when it is given (NdkConnectWithSharedEndpoint).
+  NTSTATUS connect(Qp& qp, const SockAddr& source, SharedEndpoint* endpoint,
+                   const SockAddr& destination, ULONG inbound, ULONG outbound,
+                   std::span<const uint8_t> data, NDK_FN_REQUEST_COMPLETION completion,
                    PVOID context);
   NTSTATUS complete_connect(const DisconnectHandler& handler, NDK_FN_REQUEST_COMPLETION completion,
                             PVOID context);
@@ -125,6 +134,8 @@ class Connector final : public Object, public fabric::ConnectorEvents {
   std::shared_ptr<fabric::Connection> connection_;
   Qp* qp_ = nullptr;
   std::optional<SockAddr> reserved_;  // the local address a Connect reserved
+  SharedEndpoint* endpoint_ = nullptr;  // the shared endpoint connected through, and
+  SockAddr endpoint_destination_;       // the destination claimed on it
   Adapter::PendingRequest connect_request_;
   Adapter::PendingRequest accept_request_;
   ULONG inbound_limit_ = 0;   // effective IRD (R176), or the peer's offer before Accept

@@ -500,7 +500,7 @@ NTSTATUS connect(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp, const PSOCKADDR source, ULO
   std::optional<SockAddr> from = SockAddr::parse(source, source_length);
   std::optional<SockAddr> to = SockAddr::parse(destination, destination_length);
   if (!from || !to || completion == nullptr) return STATUS_INVALID_PARAMETER;
-  return connector->connect(*qp, *from, *to, inbound_limit, outbound_limit,
+  return connector->connect(*qp, *from, nullptr, *to, inbound_limit, outbound_limit,
                             bytes(data, data_length), completion, context);
 }
 
@@ -510,9 +510,6 @@ NTSTATUS connect_with_shared_endpoint(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp,
                                       ULONG inbound_limit, ULONG outbound_limit, const PVOID data,
                                       ULONG data_length, NDK_FN_REQUEST_COMPLETION completion,
                                       PVOID context) {
-  (void)inbound_limit;
-  (void)outbound_limit;
-  (void)context;
   Connector* connector;
   SharedEndpoint* endpoint;
   Qp* qp;
@@ -522,9 +519,11 @@ NTSTATUS connect_with_shared_endpoint(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp,
   status = check_connect(connector, ndk_qp, data, data_length,
                          connector->adapter().info().MaxCallerData, &qp);
   if (!NT_SUCCESS(status)) return status;
-  if (!SockAddr::parse(destination, destination_length) || completion == nullptr)
+  std::optional<SockAddr> to = SockAddr::parse(destination, destination_length);
+  if (!to || completion == nullptr || &endpoint->adapter() != &connector->adapter())
     return STATUS_INVALID_PARAMETER;
-  return STATUS_NOT_SUPPORTED;  // shared endpoints connect with the next issue
+  return connector->connect(*qp, endpoint->address(), endpoint, *to, inbound_limit, outbound_limit,
+                            bytes(data, data_length), completion, context);
 }
 
 NTSTATUS complete_connect(NDK_CONNECTOR* ndk, NDK_FN_DISCONNECT_EVENT_CALLBACK event,

@@ -560,6 +560,68 @@ TEST_P(Transfer, R141_R144_FastRegisteredLamPagesReceiveWritesAndRemoteInvalidat
   close(frmr);
 }
 
+TEST_P(Transfer, R162_R196_SharedEndpointConnectsOncePerDestination) {
+  NDK_ADAPTER* srv = server_.adapter;
+  listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
+    return srv->Dispatch->NdkCreateListener(srv, &Incoming::on_connect, &incoming_, cb, ctx, out);
+  });
+  Waiter listened;
+  ASSERT_EQ(listened.wait(listener_->Dispatch->NdkListen(listener_, reinterpret_cast<PSOCKADDR>(&server_address_),
+                                                        length_of(server_address_), &Waiter::on_request, &listened)),
+            STATUS_SUCCESS);
+  NDK_ADAPTER* c = client_.adapter;
+  SOCKADDR_INET any_port = client_address_;
+  NDK_SHARED_ENDPOINT* endpoint = create<NDK_SHARED_ENDPOINT>([&](auto cb, auto ctx, NDK_SHARED_ENDPOINT** out) {
+    return c->Dispatch->NdkCreateSharedEndpoint(c, reinterpret_cast<PSOCKADDR>(&any_port), length_of(any_port), cb, ctx,
+                                               out);
+  });
+  ASSERT_NE(endpoint, nullptr);
+  NDK_QP* second_qp = create<NDK_QP>([&](auto cb, auto ctx, NDK_QP** out) {
+    return client_.pd->Dispatch->NdkCreateQp(client_.pd, client_.cq, client_.cq, nullptr, 4, 4, 1, 1, 0, cb, ctx, out);
+  });
+  NDK_CONNECTOR* second = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
+    return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);
+  });
+  client_connector_ = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
+    return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);
+  });
+  Waiter first;
+  ASSERT_EQ(client_connector_->Dispatch->NdkConnectWithSharedEndpoint(
+                client_connector_, client_.qp, endpoint, reinterpret_cast<PSOCKADDR>(&server_address_),
+                length_of(server_address_), 1, 1, nullptr, 0, &Waiter::on_request, &first),
+            STATUS_PENDING);
+  server_connector_ = incoming_.next();
+  ASSERT_NE(server_connector_, nullptr);
+  // The same destination through the same endpoint: refused (R162).
+  Waiter duplicate;
+  EXPECT_EQ(duplicate.wait(second->Dispatch->NdkConnectWithSharedEndpoint(
+                second, second_qp, endpoint, reinterpret_cast<PSOCKADDR>(&server_address_), length_of(server_address_),
+                1, 1, nullptr, 0, &Waiter::on_request, &duplicate)),
+            STATUS_ADDRESS_ALREADY_EXISTS);
+  // The connector's local address is the endpoint's.
+  SOCKADDR_STORAGE mine{}, shared{};
+  ULONG mine_length = sizeof(mine), shared_length = sizeof(shared);
+  ASSERT_EQ(endpoint->Dispatch->NdkGetLocalAddress(endpoint, reinterpret_cast<PSOCKADDR>(&shared), &shared_length),
+            STATUS_SUCCESS);
+  ASSERT_EQ(client_connector_->Dispatch->NdkGetLocalAddress(client_connector_, reinterpret_cast<PSOCKADDR>(&mine),
+                                                            &mine_length),
+            STATUS_SUCCESS);
+  EXPECT_EQ(mine_length, shared_length);
+  EXPECT_EQ(std::memcmp(&mine, &shared, mine_length), 0);
+  // Closing the endpoint waits for the connector connected through it (R196).
+  Waiter endpoint_closed;
+  EXPECT_EQ(endpoint->Dispatch->NdkCloseSharedEndpoint(&endpoint->Header, &Waiter::on_close, &endpoint_closed),
+            STATUS_PENDING);
+  EXPECT_EQ(server_connector_->Dispatch->NdkReject(server_connector_, nullptr, 0), STATUS_SUCCESS);
+  EXPECT_EQ(first.wait(STATUS_PENDING), STATUS_CONNECTION_REFUSED);
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(endpoint_closed.calls, 0);
+  close(client_connector_);
+  EXPECT_EQ(endpoint_closed.wait(STATUS_PENDING), STATUS_SUCCESS);
+  close(second);
+  close(second_qp);
+}
+
 // R116: more completions than the CQ holds put it in error: an armed notification says
 // STATUS_BUFFER_OVERFLOW, nothing more is reported and its QPs refuse work.
 TEST(CqOverflow, R116_OverrunCqReportsBufferOverflowAndItsQpsStop) {
