@@ -1,5 +1,7 @@
 #include "core/completion.hpp"
 
+#include <algorithm>
+
 namespace softndk {
 
 thread_local int CallbackScope::depth_ = 0;
@@ -23,11 +25,51 @@ void ProviderThread::post(const Task& task) {
   wake_.notify_one();
 }
 
+uint64_t ProviderThread::post_after(std::chrono::milliseconds delay, const Task& task) {
+  uint64_t id;
+  {
+    std::lock_guard lock(mutex_);
+    id = next_timer_++;
+    timers_.push_back(Timer{std::chrono::steady_clock::now() + delay, id, task});
+  }
+  wake_.notify_one();
+  return id;
+}
+
+bool ProviderThread::cancel(uint64_t timer) {
+  std::lock_guard lock(mutex_);
+  for (auto it = timers_.begin(); it != timers_.end(); ++it) {
+    if (it->id == timer) {
+      timers_.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
 void ProviderThread::loop() {
   std::unique_lock lock(mutex_);
   for (;;) {
-    wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping, and everything queued has run
+    // Due timers join the queue; the nearest one bounds the sleep.
+    auto now = std::chrono::steady_clock::now();
+    auto next = std::chrono::steady_clock::time_point::max();
+    for (auto it = timers_.begin(); it != timers_.end();) {
+      if (it->due <= now) {
+        queue_.push_back(it->task);
+        it = timers_.erase(it);
+      } else {
+        next = std::min(next, it->due);
+        ++it;
+      }
+    }
+    if (queue_.empty()) {
+      if (stopping_) return;  // everything queued has run; pending timers are dropped
+      if (next == std::chrono::steady_clock::time_point::max())
+        wake_.wait(lock);
+      else
+        wake_.wait_until(lock, next);
+      continue;
+    }
     Task task = queue_.front();
     queue_.pop_front();
     lock.unlock();

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "ndk/softndk.h"
 
@@ -60,14 +62,26 @@ class ProviderThread {
   ProviderThread& operator=(const ProviderThread&) = delete;
 
   void post(const Task& task);
+  // Runs `task` after `delay` unless cancelled first; returns its timer id (never 0).
+  uint64_t post_after(std::chrono::milliseconds delay, const Task& task);
+  // True when the timer was removed before it ran (its task will never run).
+  bool cancel(uint64_t timer);
   bool on_this_thread() const { return std::this_thread::get_id() == thread_.get_id(); }
 
  private:
   void loop();
 
+  struct Timer {
+    std::chrono::steady_clock::time_point due;
+    uint64_t id;
+    Task task;
+  };
+
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<Task> queue_;
+  std::vector<Timer> timers_;  // few and short-lived: a plain vector
+  uint64_t next_timer_ = 1;
   bool stopping_ = false;
   std::thread thread_;
 };

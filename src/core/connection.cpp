@@ -6,6 +6,7 @@
 #include "core/adapter.hpp"
 #include "core/dispatch.hpp"
 #include "core/qp.hpp"
+#include "core/tunables.hpp"
 
 namespace softndk {
 
@@ -182,6 +183,7 @@ NTSTATUS Connector::connect(Qp& qp, const SockAddr& source, SharedEndpoint* endp
     aborted_ = false;
     state_ = State::kConnecting;
     adapter().begin_pending(this, connect_request_, completion, context);
+    start_timer_locked();
   }
   add_antecedent(&qp);  // R172
   if (endpoint != nullptr) add_antecedent(endpoint);  // the endpoint's close waits (R196)
@@ -190,6 +192,7 @@ NTSTATUS Connector::connect(Qp& qp, const SockAddr& source, SharedEndpoint* endp
   // Refused at once (nobody listening, host unknown): retryable (R160).
   {
     std::lock_guard lock(mutex_);
+    stop_timer_locked();
     connect_request_.active = false;
     connection_.reset();
     state_ = State::kFailed;
@@ -205,10 +208,52 @@ NTSTATUS Connector::connect(Qp& qp, const SockAddr& source, SharedEndpoint* endp
   return adapter().complete_request(this, completion, context, status);
 }
 
+void Connector::start_timer_locked() {
+  // The task learns its own id through a shared cell: ids are known only once posted.
+  Task task;
+  task.object = this;
+  task.run = [](const Task& t) {
+    auto* connector = static_cast<Connector*>(t.object);
+    connector->timed_out(reinterpret_cast<uintptr_t>(t.context));
+    connector->release();  // the hold start_timer_locked took
+  };
+  hold();
+  task.context = reinterpret_cast<PVOID>(static_cast<uintptr_t>(++timer_generation_));
+  timer_ = adapter().provider_thread().post_after(
+      std::chrono::milliseconds(tunables::number("connect_timeout_ms")), task);
+  timer_generation_at_start_ = timer_generation_;
+}
+
+void Connector::stop_timer_locked() {
+  if (timer_ == 0) return;
+  if (adapter().provider_thread().cancel(timer_)) release();  // it will never run
+  timer_ = 0;
+}
+
+void Connector::timed_out(uint64_t generation) {
+  std::shared_ptr<fabric::Connection> connection;
+  {
+    std::lock_guard lock(mutex_);
+    if (timer_ == 0 || generation != timer_generation_at_start_) return;  // a stale timer
+    timer_ = 0;
+    if (state_ == State::kConnecting) {
+      adapter().finish_pending(this, connect_request_, STATUS_IO_TIMEOUT);  // R160
+    } else if (state_ == State::kAccepting) {
+      adapter().finish_pending(this, accept_request_, STATUS_IO_TIMEOUT);  // R165
+    } else {
+      return;
+    }
+    state_ = State::kFailed;
+    connection = connection_;
+  }
+  connection->detach(side_);  // the peer learns that this side gave up
+}
+
 void Connector::peer_accepted(ULONG inbound_limit, ULONG outbound_limit,
                               std::span<const uint8_t> private_data) {
   std::lock_guard lock(mutex_);
   if (state_ != State::kConnecting) return;
+  stop_timer_locked();
   inbound_limit_ = std::min(own_inbound_, outbound_limit);   // R176
   outbound_limit_ = std::min(own_outbound_, inbound_limit);  // R177
   peer_data_.assign(private_data.begin(), private_data.end());
@@ -219,6 +264,7 @@ void Connector::peer_accepted(ULONG inbound_limit, ULONG outbound_limit,
 void Connector::peer_rejected(std::span<const uint8_t> private_data) {
   std::lock_guard lock(mutex_);
   if (state_ != State::kConnecting) return;
+  stop_timer_locked();
   peer_data_.assign(private_data.begin(), private_data.end());  // readable after (R166)
   state_ = State::kFailed;
   adapter().finish_pending(this, connect_request_, STATUS_CONNECTION_REFUSED);
@@ -227,6 +273,7 @@ void Connector::peer_rejected(std::span<const uint8_t> private_data) {
 void Connector::peer_completed() {
   std::lock_guard lock(mutex_);
   if (state_ != State::kAccepting) return;
+  stop_timer_locked();
   qp_->connected(connection_, side_);
   state_ = State::kConnected;
   adapter().finish_pending(this, accept_request_, STATUS_SUCCESS);  // R165
@@ -234,6 +281,7 @@ void Connector::peer_completed() {
 
 void Connector::peer_aborted() {
   std::lock_guard lock(mutex_);
+  stop_timer_locked();
   switch (state_) {
     case State::kConnecting:  // the passive side closed its connector unanswered
       state_ = State::kFailed;
@@ -321,6 +369,7 @@ NTSTATUS Connector::accept(Qp& qp, ULONG inbound, ULONG outbound, std::span<cons
     disconnect_handler_ = handler;
     state_ = State::kAccepting;
     adapter().begin_pending(this, accept_request_, completion, context);
+    start_timer_locked();
     connection = connection_;
   }
   add_antecedent(&qp);  // R172
@@ -400,6 +449,7 @@ void Connector::on_close_requested() {
   {
     std::lock_guard lock(mutex_);
     // Pending requests end now, cancelled (R042).
+    stop_timer_locked();
     adapter().finish_pending(this, connect_request_, STATUS_CANCELLED);
     adapter().finish_pending(this, accept_request_, STATUS_CANCELLED);
     connection = connection_;

@@ -127,6 +127,10 @@ class Connector final : public Object, public fabric::ConnectorEvents {
 
   // Raises the disconnect event once per connection (R169, R170), held while it runs.
   void report_disconnect_locked(ULONG reason);
+  // The establishment timer (Connect waiting for an answer, Accept for CompleteConnect).
+  void start_timer_locked();
+  void stop_timer_locked();
+  void timed_out(uint64_t timer);
 
   mutable std::mutex mutex_;
   State state_;
@@ -146,6 +150,9 @@ class Connector final : public Object, public fabric::ConnectorEvents {
   DisconnectHandler disconnect_handler_;
   bool disconnect_reported_ = false;
   bool aborted_ = false;  // the peer went away during establishment
+  uint64_t timer_ = 0;    // while establishing; holds the connector until it ends
+  uint64_t timer_generation_ = 0;           // counts timers started
+  uint64_t timer_generation_at_start_ = 0;  // the one currently running
 };
 
 }  // namespace softndk

@@ -53,6 +53,10 @@ const Tunable kTable[] = {
      is_number},
     {"max_callee_data", "148", "MaxCalleeData: private data bytes an accept or reject may carry",
      is_number},
+    {"connect_timeout_ms", "30000",
+     "How long a Connect waits for the peer's answer, and an Accept for the peer's "
+     "CompleteConnect, before failing with STATUS_IO_TIMEOUT",
+     is_positive},
     {"large_request_threshold", "65536",
      "LargeRequestThreshold: requests at least this large are better as RDMA than sends",
      is_number},

@@ -622,6 +622,72 @@ TEST_P(Transfer, R162_R196_SharedEndpointConnectsOncePerDestination) {
   close(second_qp);
 }
 
+TEST_P(Transfer, R160_R165_UnansweredConnectAndUncompletedAcceptTimeOut) {
+  ASSERT_EQ(SoftNdkSetTunable("connect_timeout_ms", "150"), STATUS_SUCCESS);
+  NDK_ADAPTER* srv = server_.adapter;
+  listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
+    return srv->Dispatch->NdkCreateListener(srv, &Incoming::on_connect, &incoming_, cb, ctx, out);
+  });
+  Waiter listened;
+  ASSERT_EQ(listened.wait(listener_->Dispatch->NdkListen(listener_, reinterpret_cast<PSOCKADDR>(&server_address_),
+                                                        length_of(server_address_), &Waiter::on_request, &listened)),
+            STATUS_SUCCESS);
+  NDK_ADAPTER* c = client_.adapter;
+  client_connector_ = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
+    return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);
+  });
+  // Nobody answers the request: the Connect times out; a late Accept finds the peer gone.
+  Waiter unanswered;
+  ASSERT_EQ(client_connector_->Dispatch->NdkConnect(
+                client_connector_, client_.qp, reinterpret_cast<PSOCKADDR>(&client_address_), length_of(client_address_),
+                reinterpret_cast<PSOCKADDR>(&server_address_), length_of(server_address_), 1, 1, nullptr, 0,
+                &Waiter::on_request, &unanswered),
+            STATUS_PENDING);
+  NDK_CONNECTOR* late = incoming_.next();
+  ASSERT_NE(late, nullptr);
+  EXPECT_EQ(unanswered.wait(STATUS_PENDING), STATUS_IO_TIMEOUT);
+  Waiter late_accept;
+  EXPECT_EQ(late_accept.wait(late->Dispatch->NdkAccept(late, server_.qp, 1, 1, nullptr, 0, nullptr, nullptr,
+                                                       &Waiter::on_request, &late_accept)),
+            STATUS_CONNECTION_ABORTED);
+  close(late);
+  close(client_connector_);
+
+  // The active side never completes: the Accept times out (R165), CompleteConnect is late.
+  client_connector_ = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
+    return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);
+  });
+  NDK_QP* qp2 = create<NDK_QP>([&](auto cb, auto ctx, NDK_QP** out) {
+    return client_.pd->Dispatch->NdkCreateQp(client_.pd, client_.cq, client_.cq, nullptr, 4, 4, 1, 1, 0, cb, ctx, out);
+  });
+  NDK_QP* server_qp2 = create<NDK_QP>([&](auto cb, auto ctx, NDK_QP** out) {
+    return server_.pd->Dispatch->NdkCreateQp(server_.pd, server_.cq, server_.cq, nullptr, 4, 4, 1, 1, 0, cb, ctx, out);
+  });
+  Waiter answered;
+  ASSERT_EQ(client_connector_->Dispatch->NdkConnect(
+                client_connector_, qp2, reinterpret_cast<PSOCKADDR>(&client_address_), length_of(client_address_),
+                reinterpret_cast<PSOCKADDR>(&server_address_), length_of(server_address_), 1, 1, nullptr, 0,
+                &Waiter::on_request, &answered),
+            STATUS_PENDING);
+  server_connector_ = incoming_.next();
+  ASSERT_NE(server_connector_, nullptr);
+  Waiter accepted;
+  ASSERT_EQ(server_connector_->Dispatch->NdkAccept(server_connector_, server_qp2, 1, 1, nullptr, 0, nullptr, nullptr,
+                                                   &Waiter::on_request, &accepted),
+            STATUS_PENDING);
+  EXPECT_EQ(answered.wait(STATUS_PENDING), STATUS_SUCCESS);
+  EXPECT_EQ(accepted.wait(STATUS_PENDING), STATUS_IO_TIMEOUT);
+  Waiter completed;
+  EXPECT_EQ(completed.wait(client_connector_->Dispatch->NdkCompleteConnect(client_connector_, nullptr, nullptr,
+                                                                           &Waiter::on_request, &completed)),
+            STATUS_CONNECTION_ABORTED);
+  close(client_connector_);
+  close(server_connector_);
+  close(qp2);
+  close(server_qp2);
+  SoftNdkResetTunables();
+}
+
 // R116: more completions than the CQ holds put it in error: an armed notification says
 // STATUS_BUFFER_OVERFLOW, nothing more is reported and its QPs refuse work.
 TEST(CqOverflow, R116_OverrunCqReportsBufferOverflowAndItsQpsStop) {
