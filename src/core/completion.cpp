@@ -25,7 +25,7 @@ void ProviderThread::post(const Task& task) {
   wake_.notify_one();
 }
 
-uint64_t ProviderThread::post_after(std::chrono::milliseconds delay, const Task& task) {
+uint64_t ProviderThread::post_after(std::chrono::microseconds delay, const Task& task) {
   uint64_t id;
   {
     std::lock_guard lock(mutex_);

@@ -63,7 +63,7 @@ class ProviderThread {
 
   void post(const Task& task);
   // Runs `task` after `delay` unless cancelled first; returns its timer id (never 0).
-  uint64_t post_after(std::chrono::milliseconds delay, const Task& task);
+  uint64_t post_after(std::chrono::microseconds delay, const Task& task);
   // True when the timer was removed before it ran (its task will never run).
   bool cancel(uint64_t timer);
   bool on_this_thread() const { return std::this_thread::get_id() == thread_.get_id(); }

@@ -220,7 +220,7 @@ void Connector::start_timer_locked() {
   hold();
   task.context = reinterpret_cast<PVOID>(static_cast<uintptr_t>(++timer_generation_));
   timer_ = adapter().provider_thread().post_after(
-      std::chrono::milliseconds(tunables::number("connect_timeout_ms")), task);
+      std::chrono::milliseconds(tunables::number("connect_timeout_ms")), task);  // converts to us
   timer_generation_at_start_ = timer_generation_;
 }
 

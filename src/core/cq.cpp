@@ -48,6 +48,8 @@ void Cq::arm(ULONG type) {
 void Cq::notify_locked(NTSTATUS status) {
   armed_ = -1;
   new_since_notify_ = false;
+  satisfied_ = 0;
+  stop_moderation_timer_locked();
   Task task;
   task.callback = reinterpret_cast<AnyCallback>(notification_);
   task.context = notification_context_;
@@ -71,7 +73,49 @@ void Cq::push(const NDK_RESULT_EX& result, bool solicited) {
   bool failed = !NT_SUCCESS(result.Status);
   if (armed_ == NDK_CQ_NOTIFY_ANY || (armed_ == NDK_CQ_NOTIFY_SOLICITED && (solicited || failed)) ||
       (armed_ == NDK_CQ_NOTIFY_ERRORS && failed))
+    satisfied_locked();
+}
+
+void Cq::satisfied_locked() {
+  ++satisfied_;
+  // R124, R125: interval 0 or count 0/1 switch moderation off; MAXULONG (or a count above
+  // the depth) leaves the other setting alone in charge.
+  bool by_interval = moderation_interval_ != 0 && moderation_interval_ != MAXULONG;
+  bool by_count = moderation_count_ > 1 && moderation_count_ != MAXULONG && moderation_count_ <= ring_.size();
+  bool off = moderation_interval_ == 0 || moderation_count_ <= 1;
+  if (off || (by_count && satisfied_ >= moderation_count_)) {
     notify_locked(STATUS_SUCCESS);
+    return;
+  }
+  if (by_interval && moderation_timer_ == 0) {
+    Task task;
+    task.object = this;
+    task.run = [](const Task& t) {
+      auto* cq = static_cast<Cq*>(t.object);
+      cq->moderation_expired();
+      cq->release();  // the hold taken when the timer started
+    };
+    hold();
+    moderation_timer_ = adapter().provider_thread().post_after(
+        std::chrono::microseconds(moderation_interval_), task);
+  }
+}
+
+void Cq::moderation_expired() {
+  std::lock_guard lock(mutex_);
+  moderation_timer_ = 0;
+  if (armed_ >= 0 && satisfied_ > 0) notify_locked(STATUS_SUCCESS);
+}
+
+void Cq::stop_moderation_timer_locked() {
+  if (moderation_timer_ == 0) return;
+  if (adapter().provider_thread().cancel(moderation_timer_)) release();
+  moderation_timer_ = 0;
+}
+
+void Cq::on_close_requested() {
+  std::lock_guard lock(mutex_);
+  stop_moderation_timer_locked();  // the close need not wait for it
 }
 
 ULONG Cq::get_results(NDK_RESULT* results, ULONG count) {
@@ -104,6 +148,7 @@ NTSTATUS Cq::moderate(ULONG interval, ULONG count) {
   // R126: "count alone" and "interval alone" at once leaves nothing to moderate by.
   if (interval == MAXULONG && (count == MAXULONG || count > ring_.size()))
     return STATUS_INVALID_PARAMETER_MIX;
+  // Takes effect from the next completion; the newest settings win (R129).
   moderation_interval_ = interval;
   moderation_count_ = count;
   return STATUS_SUCCESS;

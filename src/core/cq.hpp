@@ -28,8 +28,15 @@ class Cq final : public Object {
   // An overrun CQ is unusable, and so are the QPs that use it (R116).
   bool in_error() const { return error_.load(std::memory_order_acquire); }
 
+ protected:
+  void on_close_requested() override;
+
  private:
   void notify_locked(NTSTATUS status);  // consumes the arm, queues the callback
+  // An arm was satisfied by one more completion: notify now, or once moderation allows.
+  void satisfied_locked();
+  void moderation_expired();
+  void stop_moderation_timer_locked();
 
   NDK_FN_CQ_NOTIFICATION_CALLBACK notification_;
   PVOID notification_context_;
@@ -42,6 +49,8 @@ class Cq final : public Object {
   std::atomic<bool> error_{false};
   ULONG moderation_interval_ = 0;  // microseconds; 0: off (R123)
   ULONG moderation_count_ = 0;
+  ULONG satisfied_ = 0;            // completions that satisfied the arm, not yet notified
+  uint64_t moderation_timer_ = 0;  // holds the CQ while it runs
 };
 
 }  // namespace softndk

@@ -688,6 +688,67 @@ TEST_P(Transfer, R160_R165_UnansweredConnectAndUncompletedAcceptTimeOut) {
   SoftNdkResetTunables();
 }
 
+// R124, R125: moderation by count holds the notification until enough completions
+// satisfied the arm; moderation by interval delays it by at most the interval.
+TEST(CqModeration, R124_R125_CountAndIntervalDelayTheNotification) {
+  NDK_ADAPTER* adapter = nullptr;
+  SOFTNDK_OPEN_OPTIONS options{sizeof(options), SOFTNDK_FABRIC_INPROC, SOFTNDK_COMPLETION_INLINE, 0};
+  ASSERT_EQ(SoftNdkOpenAdapter(1, NDK_VERSION{2, 0}, &options, &adapter), STATUS_SUCCESS);
+  struct Notified {
+    std::atomic<int> calls{0};
+    static void on(PVOID c, NTSTATUS) { static_cast<Notified*>(c)->calls++; }
+  } notified;
+  NDK_CQ* cq = create<NDK_CQ>([&](auto cb, auto ctx, NDK_CQ** out) {
+    return adapter->Dispatch->NdkCreateCq(adapter, 64, &Notified::on, &notified, nullptr, cb, ctx, out);
+  });
+  NDK_PD* pd = create<NDK_PD>([&](auto cb, auto ctx, NDK_PD** out) { return adapter->Dispatch->NdkCreatePd(adapter, cb, ctx, out); });
+  NDK_QP* qp = create<NDK_QP>([&](auto cb, auto ctx, NDK_QP** out) {
+    return pd->Dispatch->NdkCreateQp(pd, cq, cq, nullptr, 16, 16, 1, 1, 0, cb, ctx, out);
+  });
+  ASSERT_TRUE(cq && pd && qp);
+  auto flush_n = [&](int n) {
+    for (int i = 0; i < n; ++i) ASSERT_EQ(qp->Dispatch->NdkReceive(qp, nullptr, nullptr, 0), STATUS_SUCCESS);
+    qp->Dispatch->NdkFlush(qp);
+  };
+  auto drain = [&] {
+    NDK_RESULT r[16];
+    while (cq->Dispatch->NdkGetCqResults(cq, r, 16) > 0) {
+    }
+  };
+  EXPECT_EQ(cq->Dispatch->NdkControlCqInterruptModeration(cq, MAXULONG, MAXULONG), STATUS_INVALID_PARAMETER_MIX);  // R126
+  EXPECT_EQ(cq->Dispatch->NdkControlCqInterruptModeration(cq, MAXULONG, 65), STATUS_INVALID_PARAMETER_MIX);
+  // Count alone: three completions before the notification.
+  ASSERT_EQ(cq->Dispatch->NdkControlCqInterruptModeration(cq, MAXULONG, 3), STATUS_SUCCESS);
+  cq->Dispatch->NdkArmCq(cq, NDK_CQ_NOTIFY_ANY);
+  flush_n(2);
+  std::this_thread::sleep_for(30ms);
+  EXPECT_EQ(notified.calls, 0);
+  flush_n(1);
+  for (int i = 0; i < 500 && notified.calls == 0; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(notified.calls, 1);
+  drain();
+  // Interval alone: one completion, notified after about 20 ms, not at once.
+  ASSERT_EQ(cq->Dispatch->NdkControlCqInterruptModeration(cq, 20000, MAXULONG), STATUS_SUCCESS);
+  cq->Dispatch->NdkArmCq(cq, NDK_CQ_NOTIFY_ANY);
+  auto start = std::chrono::steady_clock::now();
+  flush_n(1);
+  EXPECT_EQ(notified.calls, 1);
+  for (int i = 0; i < 1000 && notified.calls == 1; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(notified.calls, 2);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 15ms);
+  drain();
+  // Off again: at once.
+  ASSERT_EQ(cq->Dispatch->NdkControlCqInterruptModeration(cq, 0, 0), STATUS_SUCCESS);
+  cq->Dispatch->NdkArmCq(cq, NDK_CQ_NOTIFY_ANY);
+  flush_n(1);
+  for (int i = 0; i < 500 && notified.calls == 2; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(notified.calls, 3);
+  close(qp);
+  close(pd);
+  close(cq);
+  SoftNdkCloseAdapter(adapter);
+}
+
 // R116: more completions than the CQ holds put it in error: an armed notification says
 // STATUS_BUFFER_OVERFLOW, nothing more is reported and its QPs refuse work.
 TEST(CqOverflow, R116_OverrunCqReportsBufferOverflowAndItsQpsStop) {
