@@ -213,8 +213,8 @@ class Transfer : public ::testing::TestWithParam<std::tuple<SOFTNDK_COMPLETION_M
     SoftNdkDestroyInprocHost(client_host_);
   }
 
-  // Listen, connect with private data, accept with private data, complete.
-  void connect() {
+  // A listener on the server's address.
+  void listen() {
     NDK_ADAPTER* s = server_.adapter;
     listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
       return s->Dispatch->NdkCreateListener(s, &Incoming::on_connect, &incoming_, cb, ctx, out);
@@ -224,10 +224,19 @@ class Transfer : public ::testing::TestWithParam<std::tuple<SOFTNDK_COMPLETION_M
     ASSERT_EQ(listened.wait(listener_->Dispatch->NdkListen(listener_, reinterpret_cast<PSOCKADDR>(&server_address_),
                                                           length_of(server_address_), &Waiter::on_request, &listened)),
               STATUS_SUCCESS);
-    NDK_ADAPTER* c = client_.adapter;
-    client_connector_ = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
-      return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);
+  }
+
+  static NDK_CONNECTOR* new_connector(Side& side) {
+    NDK_ADAPTER* a = side.adapter;
+    return create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
+      return a->Dispatch->NdkCreateConnector(a, cb, ctx, out);
     });
+  }
+
+  // Listen, connect with private data, accept with private data, complete.
+  void connect() {
+    ASSERT_NO_FATAL_FAILURE(listen());
+    client_connector_ = new_connector(client_);
     ASSERT_NE(client_connector_, nullptr);
     const char hello[] = "hello from the client";
     Waiter connected;
@@ -411,10 +420,7 @@ TEST_P(Transfer, ReceiveTooSmallFailsBothSides) {
 }
 
 TEST_P(Transfer, RejectCarriesPrivateDataAndNobodyListeningIsRefused) {
-  NDK_ADAPTER* c = client_.adapter;
-  client_connector_ = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
-    return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);
-  });
+  client_connector_ = new_connector(client_);
   Waiter refused;
   NTSTATUS s = refused.wait(client_connector_->Dispatch->NdkConnect(
       client_connector_, client_.qp, reinterpret_cast<PSOCKADDR>(&client_address_), length_of(client_address_),
@@ -422,14 +428,7 @@ TEST_P(Transfer, RejectCarriesPrivateDataAndNobodyListeningIsRefused) {
       &refused));
   EXPECT_EQ(s, STATUS_CONNECTION_REFUSED);  // nobody listening (R160)
 
-  NDK_ADAPTER* srv = server_.adapter;
-  listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
-    return srv->Dispatch->NdkCreateListener(srv, &Incoming::on_connect, &incoming_, cb, ctx, out);
-  });
-  Waiter listened;
-  ASSERT_EQ(listened.wait(listener_->Dispatch->NdkListen(listener_, reinterpret_cast<PSOCKADDR>(&server_address_),
-                                                        length_of(server_address_), &Waiter::on_request, &listened)),
-            STATUS_SUCCESS);
+  ASSERT_NO_FATAL_FAILURE(listen());
   Waiter rejected;
   ASSERT_EQ(client_connector_->Dispatch->NdkConnect(
                 client_connector_, client_.qp, reinterpret_cast<PSOCKADDR>(&client_address_), length_of(client_address_),
@@ -561,14 +560,7 @@ TEST_P(Transfer, R141_R144_FastRegisteredLamPagesReceiveWritesAndRemoteInvalidat
 }
 
 TEST_P(Transfer, R162_R196_SharedEndpointConnectsOncePerDestination) {
-  NDK_ADAPTER* srv = server_.adapter;
-  listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
-    return srv->Dispatch->NdkCreateListener(srv, &Incoming::on_connect, &incoming_, cb, ctx, out);
-  });
-  Waiter listened;
-  ASSERT_EQ(listened.wait(listener_->Dispatch->NdkListen(listener_, reinterpret_cast<PSOCKADDR>(&server_address_),
-                                                        length_of(server_address_), &Waiter::on_request, &listened)),
-            STATUS_SUCCESS);
+  ASSERT_NO_FATAL_FAILURE(listen());
   NDK_ADAPTER* c = client_.adapter;
   SOCKADDR_INET any_port = client_address_;
   NDK_SHARED_ENDPOINT* endpoint = create<NDK_SHARED_ENDPOINT>([&](auto cb, auto ctx, NDK_SHARED_ENDPOINT** out) {
@@ -579,12 +571,8 @@ TEST_P(Transfer, R162_R196_SharedEndpointConnectsOncePerDestination) {
   NDK_QP* second_qp = create<NDK_QP>([&](auto cb, auto ctx, NDK_QP** out) {
     return client_.pd->Dispatch->NdkCreateQp(client_.pd, client_.cq, client_.cq, nullptr, 4, 4, 1, 1, 0, cb, ctx, out);
   });
-  NDK_CONNECTOR* second = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
-    return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);
-  });
-  client_connector_ = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
-    return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);
-  });
+  NDK_CONNECTOR* second = new_connector(client_);
+  client_connector_ = new_connector(client_);
   Waiter first;
   ASSERT_EQ(client_connector_->Dispatch->NdkConnectWithSharedEndpoint(
                 client_connector_, client_.qp, endpoint, reinterpret_cast<PSOCKADDR>(&server_address_),
@@ -624,18 +612,8 @@ TEST_P(Transfer, R162_R196_SharedEndpointConnectsOncePerDestination) {
 
 TEST_P(Transfer, R160_R165_UnansweredConnectAndUncompletedAcceptTimeOut) {
   ASSERT_EQ(SoftNdkSetTunable("connect_timeout_ms", "150"), STATUS_SUCCESS);
-  NDK_ADAPTER* srv = server_.adapter;
-  listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
-    return srv->Dispatch->NdkCreateListener(srv, &Incoming::on_connect, &incoming_, cb, ctx, out);
-  });
-  Waiter listened;
-  ASSERT_EQ(listened.wait(listener_->Dispatch->NdkListen(listener_, reinterpret_cast<PSOCKADDR>(&server_address_),
-                                                        length_of(server_address_), &Waiter::on_request, &listened)),
-            STATUS_SUCCESS);
-  NDK_ADAPTER* c = client_.adapter;
-  client_connector_ = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
-    return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);
-  });
+  ASSERT_NO_FATAL_FAILURE(listen());
+  client_connector_ = new_connector(client_);
   // Nobody answers the request: the Connect times out; a late Accept finds the peer gone.
   Waiter unanswered;
   ASSERT_EQ(client_connector_->Dispatch->NdkConnect(
@@ -654,9 +632,7 @@ TEST_P(Transfer, R160_R165_UnansweredConnectAndUncompletedAcceptTimeOut) {
   close(client_connector_);
 
   // The active side never completes: the Accept times out (R165), CompleteConnect is late.
-  client_connector_ = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
-    return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);
-  });
+  client_connector_ = new_connector(client_);
   NDK_QP* qp2 = create<NDK_QP>([&](auto cb, auto ctx, NDK_QP** out) {
     return client_.pd->Dispatch->NdkCreateQp(client_.pd, client_.cq, client_.cq, nullptr, 4, 4, 1, 1, 0, cb, ctx, out);
   });
