@@ -17,6 +17,16 @@ namespace tunables = softndk::tunables;
 
 namespace {
 
+// The integer a C caller stored in an enum argument, which may be outside the enum's
+// values: compared as an integer, never loaded as the enum (undefined behaviour in C++).
+template <class Enum>
+int32_t raw(const Enum& value) {
+  static_assert(sizeof(Enum) == sizeof(int32_t));
+  int32_t result;
+  std::memcpy(&result, &value, sizeof(result));
+  return result;
+}
+
 std::shared_ptr<fabric::Interface> find_interface(SOFTNDK_FABRIC kind, ULONG ifindex) {
   fabric::Fabric* f = fabric::find(kind);
   if (f == nullptr) return nullptr;
@@ -40,13 +50,14 @@ bool resolve_options(const SOFTNDK_OPEN_OPTIONS* given, SOFTNDK_FABRIC* kind,
   options->seed = tunables::number("completion_seed");
   if (given == nullptr) return true;
   if (given->Size != 0 && given->Size < sizeof(SOFTNDK_OPEN_OPTIONS)) return false;
-  if (given->Fabric != 0) *kind = given->Fabric;
-  if (given->CompletionMode != SOFTNDK_COMPLETION_DEFAULT) {
-    if (given->CompletionMode < SOFTNDK_COMPLETION_INLINE ||
-        given->CompletionMode > SOFTNDK_COMPLETION_MIXED)
-      return false;
-    options->mode = given->CompletionMode;
-  }
+  // A C consumer may store any integer in these enum fields: read them as integers, so
+  // that an out-of-range value is refused rather than loaded as an enum.
+  int32_t fabric = raw(given->Fabric);
+  int32_t mode = raw(given->CompletionMode);
+  if (fabric < 0 || fabric > SOFTNDK_FABRIC_SHM) return false;
+  if (fabric != 0) *kind = static_cast<SOFTNDK_FABRIC>(fabric);
+  if (mode < SOFTNDK_COMPLETION_DEFAULT || mode > SOFTNDK_COMPLETION_MIXED) return false;
+  if (mode != SOFTNDK_COMPLETION_DEFAULT) options->mode = static_cast<SOFTNDK_COMPLETION_MODE>(mode);
   if (given->Seed != 0) options->seed = given->Seed;
   return true;
 }
@@ -140,7 +151,8 @@ SOFTNDK_API NTSTATUS SoftNdkGetProviderCharacteristics(SOFTNDK_FABRIC kind, ULON
                                                        NDIS_NDK_PROVIDER_CHARACTERISTICS* chars,
                                                        NDIS_HANDLE* context) {
   if (chars == nullptr || context == nullptr) return STATUS_INVALID_PARAMETER;
-  std::shared_ptr<fabric::Interface> iface = find_interface(kind, ifindex);
+  std::shared_ptr<fabric::Interface> iface =
+      raw(kind) >= SOFTNDK_FABRIC_INPROC && raw(kind) <= SOFTNDK_FABRIC_SHM ? find_interface(kind, ifindex) : nullptr;
   if (!iface) return STATUS_NOT_FOUND;
   std::memset(chars, 0, sizeof(*chars));
   chars->Header.Type = NDIS_OBJECT_TYPE_NDK_PROVIDER_CHARACTERISTICS;  // §7 item 18
@@ -208,10 +220,11 @@ SOFTNDK_API VOID SoftNdkResetTunables(VOID) { tunables::reset(); }
 SOFTNDK_API NTSTATUS SoftNdkInjectFault(NDK_ADAPTER* ndk, SOFTNDK_FAULT_POINT point,
                                         NTSTATUS status, ULONG count) {
   Adapter* adapter = Adapter::from(ndk);
-  if (adapter == nullptr || (point != SOFTNDK_FAULT_CREATE && point != SOFTNDK_FAULT_REQUEST) ||
+  int32_t where = raw(point);
+  if (adapter == nullptr || (where != SOFTNDK_FAULT_CREATE && where != SOFTNDK_FAULT_REQUEST) ||
       NT_SUCCESS(status))
     return STATUS_INVALID_PARAMETER;
-  adapter->inject_fault(point, status, count);
+  adapter->inject_fault(static_cast<SOFTNDK_FAULT_POINT>(where), status, count);
   return STATUS_SUCCESS;
 }
 
@@ -225,7 +238,7 @@ SOFTNDK_API NTSTATUS SoftNdkGetCompletionMode(NDK_ADAPTER* ndk, SOFTNDK_COMPLETI
 }
 
 SOFTNDK_API const CHAR* SoftNdkCompletionModeName(SOFTNDK_COMPLETION_MODE mode) {
-  switch (mode) {
+  switch (raw(mode)) {
     case SOFTNDK_COMPLETION_INLINE: return "inline";
     case SOFTNDK_COMPLETION_CALLER_THREAD: return "caller-thread";
     case SOFTNDK_COMPLETION_PROVIDER_THREAD: return "provider-thread";
@@ -236,7 +249,7 @@ SOFTNDK_API const CHAR* SoftNdkCompletionModeName(SOFTNDK_COMPLETION_MODE mode) 
 }
 
 SOFTNDK_API const CHAR* SoftNdkObjectTypeName(NDK_OBJECT_TYPE type) {
-  switch (type) {
+  switch (raw(type)) {
     case NdkObjectTypeAdapter: return "adapter";
     case NdkObjectTypeQp: return "QP";
     case NdkObjectTypeCq: return "CQ";
