@@ -119,9 +119,10 @@ void Cq::on_close_requested() {
 }
 
 ULONG Cq::get_results(NDK_RESULT* results, ULONG count) {
+  if (count_.load(std::memory_order_acquire) == 0) return 0;  // an empty poll takes no lock
   std::lock_guard lock(mutex_);
   if (error_.load(std::memory_order_relaxed)) return 0;  // unusable after an overrun (R116)
-  ULONG n = static_cast<ULONG>(std::min<size_t>(count, count_));
+  ULONG n = static_cast<ULONG>(std::min<size_t>(count, count_.load(std::memory_order_relaxed)));
   for (ULONG i = 0; i < n; ++i) {
     const NDK_RESULT_EX& r = ring_[head_];
     results[i] = NDK_RESULT{r.Status, r.BytesTransferred, r.QPContext, r.RequestContext};
@@ -132,9 +133,10 @@ ULONG Cq::get_results(NDK_RESULT* results, ULONG count) {
 }
 
 ULONG Cq::get_results_ex(NDK_RESULT_EX* results, ULONG count) {
+  if (count_.load(std::memory_order_acquire) == 0) return 0;
   std::lock_guard lock(mutex_);
   if (error_.load(std::memory_order_relaxed)) return 0;
-  ULONG n = static_cast<ULONG>(std::min<size_t>(count, count_));
+  ULONG n = static_cast<ULONG>(std::min<size_t>(count, count_.load(std::memory_order_relaxed)));
   for (ULONG i = 0; i < n; ++i) {
     results[i] = ring_[head_];
     head_ = (head_ + 1) % ring_.size();

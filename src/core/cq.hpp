@@ -43,7 +43,7 @@ class Cq final : public Object {
   mutable std::mutex mutex_;
   std::vector<NDK_RESULT_EX> ring_;
   size_t head_ = 0;   // next entry to hand to the consumer
-  size_t count_ = 0;  // entries queued
+  std::atomic<size_t> count_{0};  // entries queued; read without the lock by empty polls
   int armed_ = -1;    // NDK_CQ_NOTIFY_* or -1
   bool new_since_notify_ = false;
   std::atomic<bool> error_{false};

@@ -81,7 +81,7 @@ class AccessGuard {
   void release();
 
  private:
-  std::array<std::shared_mutex*, 2 * kMaxSge + 4> locks_{};
+  std::array<std::shared_mutex*, 2 * kMaxSge + 4> locks_;  // only [0, count_) is set: never zeroed
   size_t count_ = 0;
 };
 

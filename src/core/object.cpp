@@ -65,8 +65,8 @@ void Object::drop_antecedent(Object* antecedent) {
 }
 
 bool Object::close_requested() const {
-  std::lock_guard lock(lifetime_mutex_);
-  return close_requested_;
+  // Every post asks this: no lock (the flag only ever goes from false to true).
+  return close_requested_.load(std::memory_order_acquire);
 }
 
 NTSTATUS Object::close(NDK_FN_CLOSE_COMPLETION completion, PVOID context) {

@@ -11,6 +11,7 @@
 // its close while a successor's close callback runs (R049, R050).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <vector>
@@ -92,7 +93,7 @@ class Object {
 
   mutable std::mutex lifetime_mutex_;
   int holds_ = 0;
-  bool close_requested_ = false;
+  std::atomic<bool> close_requested_{false};  // written under the mutex, read without
   bool close_started_ = false;  // the close completion has been claimed by someone
 
  private:

@@ -18,11 +18,12 @@ InprocHost::InprocHost(ULONG ifindex, std::string name, std::vector<SockAddr> ad
 
 InprocHost::Key InprocHost::key_of(const SockAddr& address) {
   const SOCKADDR_INET& inet = address.inet();
-  const auto* bytes = address.family() == AF_INET
-                          ? reinterpret_cast<const unsigned char*>(&inet.Ipv4.sin_addr)
-                          : reinterpret_cast<const unsigned char*>(&inet.Ipv6.sin6_addr);
-  size_t size = address.family() == AF_INET ? 4 : 16;
-  return {std::vector<unsigned char>(bytes, bytes + size), address.port()};
+  Key key{address.family(), {}, address.port()};
+  if (address.family() == AF_INET)
+    std::memcpy(key.ip.data(), &inet.Ipv4.sin_addr, 4);
+  else
+    std::memcpy(key.ip.data(), &inet.Ipv6.sin6_addr, 16);
+  return key;
 }
 
 NTSTATUS InprocHost::reserve(SockAddr& address) {

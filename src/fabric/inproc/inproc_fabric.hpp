@@ -3,6 +3,8 @@
 // host (127.0.0.1 and ::1) always exists.
 #pragma once
 
+#include <array>
+#include <compare>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,7 +36,13 @@ class InprocHost final : public Interface {
                            std::span<const uint8_t> private_data);
 
  private:
-  using Key = std::pair<std::vector<unsigned char>, uint16_t>;  // (ip bytes, port)
+  // (family, ip bytes, port): a value type, so that lookups allocate nothing.
+  struct Key {
+    int family;
+    std::array<unsigned char, 16> ip;
+    uint16_t port;
+    auto operator<=>(const Key&) const = default;
+  };
   static Key key_of(const SockAddr& address);
 
   const ULONG ifindex_;
