@@ -526,23 +526,24 @@ NTSTATUS connect_with_shared_endpoint(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp,
                             bytes(data, data_length), completion, context);
 }
 
-NTSTATUS complete_connect(NDK_CONNECTOR* ndk, NDK_FN_DISCONNECT_EVENT_CALLBACK event,
-                          PVOID event_context, NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
+NTSTATUS complete_connect_common(NDK_CONNECTOR* ndk, const Connector::DisconnectHandler& handler,
+                                 NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
   Connector* connector;
   NTSTATUS status = resolve(ndk, &connector);
   if (!NT_SUCCESS(status)) return status;
   if (completion == nullptr) return STATUS_INVALID_PARAMETER;
-  return connector->complete_connect({event, nullptr, event_context}, completion, context);
+  return connector->complete_connect(handler, completion, context);
+}
+
+NTSTATUS complete_connect(NDK_CONNECTOR* ndk, NDK_FN_DISCONNECT_EVENT_CALLBACK event,
+                          PVOID event_context, NDK_FN_REQUEST_COMPLETION completion, PVOID context) {
+  return complete_connect_common(ndk, {event, nullptr, event_context}, completion, context);
 }
 
 NTSTATUS complete_connect_ex(NDK_CONNECTOR* ndk, NDK_FN_DISCONNECT_EVENT_CALLBACK_EX event,
                              PVOID event_context, NDK_FN_REQUEST_COMPLETION completion,
                              PVOID context) {
-  Connector* connector;
-  NTSTATUS status = resolve(ndk, &connector);
-  if (!NT_SUCCESS(status)) return status;
-  if (completion == nullptr) return STATUS_INVALID_PARAMETER;
-  return connector->complete_connect({nullptr, event, event_context}, completion, context);
+  return complete_connect_common(ndk, {nullptr, event, event_context}, completion, context);
 }
 
 NTSTATUS accept_common(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp, ULONG inbound_limit,
