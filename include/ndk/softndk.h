@@ -135,16 +135,23 @@ SOFTNDK_API VOID SoftNdkResetTunables(VOID);
 
 typedef enum _SOFTNDK_FAULT_POINT {
     SOFTNDK_FAULT_CREATE = 1,  /* the next object creations on the adapter */
-    SOFTNDK_FAULT_REQUEST = 2  /* the next requests that take a RequestCompletion */
+    SOFTNDK_FAULT_REQUEST = 2, /* the next requests that take a RequestCompletion */
+    SOFTNDK_FAULT_OPEN = 3     /* the next adapter opens (pNdkAdapter NULL: no adapter yet) */
 } SOFTNDK_FAULT_POINT;
 
 /* The next Count operations of that kind on this adapter (and its objects) fail with
- * Status, delivered as the completion mode says (inline or through the callback). */
+ * Status, delivered as the completion mode says (inline or through the callback). For
+ * SOFTNDK_FAULT_OPEN, pNdkAdapter is NULL and the next Count opens fail with Status. */
 SOFTNDK_API NTSTATUS SoftNdkInjectFault(
     _In_ NDK_ADAPTER *pNdkAdapter,
     _In_ SOFTNDK_FAULT_POINT Point,
     _In_ NTSTATUS Status,
     _In_ ULONG Count);
+
+/* Puts a CQ or an SRQ in the fatal error state a hardware fault would cause: its
+ * notification callback reports STATUS_INTERNAL_ERROR (a CQ's when armed, at once if it
+ * is), and it and the QPs using it become unusable. */
+SOFTNDK_API NTSTATUS SoftNdkInjectFatalError(_In_ NDK_OBJECT_HEADER *pCqOrSrq);
 
 /* The adapter's completion mode and seed (the mode actually in force). */
 SOFTNDK_API NTSTATUS SoftNdkGetCompletionMode(

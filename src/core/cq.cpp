@@ -39,7 +39,7 @@ void Cq::arm(ULONG type) {
   int wanted = static_cast<int>(type);
   if (armed_ < 0 || rank(wanted) > rank(armed_)) armed_ = wanted;
   if (error_.load(std::memory_order_relaxed)) {
-    notify_locked(STATUS_BUFFER_OVERFLOW);
+    notify_locked(error_status_);
   } else if (new_since_notify_ && count_ > 0 && armed_ == NDK_CQ_NOTIFY_ANY) {
     notify_locked(STATUS_SUCCESS);  // R112: completions arrived since the last notification
   }
@@ -63,8 +63,7 @@ void Cq::push(const NDK_RESULT_EX& result, bool solicited) {
   std::lock_guard lock(mutex_);
   if (error_.load(std::memory_order_relaxed)) return;  // an overrun CQ reports nothing more (R116)
   if (count_ == ring_.size()) {
-    error_.store(true, std::memory_order_release);
-    if (armed_ >= 0) notify_locked(STATUS_BUFFER_OVERFLOW);
+    fail_locked(STATUS_BUFFER_OVERFLOW);
     return;
   }
   ring_[(head_ + count_) % ring_.size()] = result;
@@ -74,6 +73,17 @@ void Cq::push(const NDK_RESULT_EX& result, bool solicited) {
   if (armed_ == NDK_CQ_NOTIFY_ANY || (armed_ == NDK_CQ_NOTIFY_SOLICITED && (solicited || failed)) ||
       (armed_ == NDK_CQ_NOTIFY_ERRORS && failed))
     satisfied_locked();
+}
+
+void Cq::fail(NTSTATUS status) {
+  std::lock_guard lock(mutex_);
+  if (!error_.load(std::memory_order_relaxed)) fail_locked(status);
+}
+
+void Cq::fail_locked(NTSTATUS status) {
+  error_status_ = status;
+  error_.store(true, std::memory_order_release);
+  if (armed_ >= 0) notify_locked(status);
 }
 
 void Cq::satisfied_locked() {

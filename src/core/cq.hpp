@@ -27,12 +27,16 @@ class Cq final : public Object {
   void push(const NDK_RESULT_EX& result, bool solicited);
   // An overrun CQ is unusable, and so are the QPs that use it (R116).
   bool in_error() const { return error_.load(std::memory_order_acquire); }
+  // Enters the error state with `status` (STATUS_BUFFER_OVERFLOW: overrun, R116;
+  // STATUS_INTERNAL_ERROR: a fatal fault, R117), notifying an arm with it.
+  void fail(NTSTATUS status);
 
  protected:
   void on_close_requested() override;
 
  private:
   void notify_locked(NTSTATUS status);  // consumes the arm, queues the callback
+  void fail_locked(NTSTATUS status);
   // An arm was satisfied by one more completion: notify now, or once moderation allows.
   void satisfied_locked();
   void moderation_expired();
@@ -47,6 +51,7 @@ class Cq final : public Object {
   int armed_ = -1;    // NDK_CQ_NOTIFY_* or -1
   bool new_since_notify_ = false;
   std::atomic<bool> error_{false};
+  NTSTATUS error_status_ = STATUS_SUCCESS;  // what the error state is reported as
   ULONG moderation_interval_ = 0;  // microseconds; 0: off (R123)
   ULONG moderation_count_ = 0;
   ULONG satisfied_ = 0;            // completions that satisfied the arm, not yet notified

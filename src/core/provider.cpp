@@ -1,9 +1,12 @@
 // The provider's entry points of ndk/softndk.h: enumeration, the NDIS open/close handlers
 // and the consumer's open/close, in-process hosts, tunables, faults and names.
 #include <cstring>
+#include <mutex>
 #include <string>
 
 #include "core/adapter.hpp"
+#include "core/cq.hpp"
+#include "core/qp.hpp"
 #include "core/tunables.hpp"
 #include "fabric/fabric.hpp"
 #include "fabric/inproc/inproc_fabric.hpp"
@@ -62,8 +65,22 @@ bool resolve_options(const SOFTNDK_OPEN_OPTIONS* given, SOFTNDK_FABRIC* kind,
   return true;
 }
 
+// SOFTNDK_FAULT_OPEN: the next opens fail (R007 is otherwise unreachable in user space).
+std::mutex g_open_fault_mutex;
+NTSTATUS g_open_fault_status = STATUS_SUCCESS;
+ULONG g_open_fault_count = 0;
+
+NTSTATUS take_open_fault() {
+  std::lock_guard lock(g_open_fault_mutex);
+  if (g_open_fault_count == 0) return STATUS_SUCCESS;
+  --g_open_fault_count;
+  return g_open_fault_status;
+}
+
 NTSTATUS open_on(std::shared_ptr<fabric::Interface> iface, NDK_VERSION version,
                  const AdapterOptions& options, NDK_ADAPTER** out) {
+  NTSTATUS fault = take_open_fault();
+  if (!NT_SUCCESS(fault)) return fault;
   Adapter* adapter = nullptr;
   NTSTATUS status = Adapter::open(std::move(iface), version, options, &adapter);
   if (NT_SUCCESS(status)) *out = adapter->ndk<NDK_ADAPTER>();
@@ -221,11 +238,30 @@ SOFTNDK_API NTSTATUS SoftNdkInjectFault(NDK_ADAPTER* ndk, SOFTNDK_FAULT_POINT po
                                         NTSTATUS status, ULONG count) {
   Adapter* adapter = Adapter::from(ndk);
   int32_t where = raw(point);
-  if (adapter == nullptr || (where != SOFTNDK_FAULT_CREATE && where != SOFTNDK_FAULT_REQUEST) ||
-      NT_SUCCESS(status))
+  if (NT_SUCCESS(status)) return STATUS_INVALID_PARAMETER;
+  if (where == SOFTNDK_FAULT_OPEN) {
+    if (ndk != nullptr) return STATUS_INVALID_PARAMETER;
+    std::lock_guard lock(g_open_fault_mutex);
+    g_open_fault_status = status;
+    g_open_fault_count = count;
+    return STATUS_SUCCESS;
+  }
+  if (adapter == nullptr || (where != SOFTNDK_FAULT_CREATE && where != SOFTNDK_FAULT_REQUEST))
     return STATUS_INVALID_PARAMETER;
   adapter->inject_fault(static_cast<SOFTNDK_FAULT_POINT>(where), status, count);
   return STATUS_SUCCESS;
+}
+
+SOFTNDK_API NTSTATUS SoftNdkInjectFatalError(NDK_OBJECT_HEADER* object) {
+  if (auto* cq = static_cast<softndk::Cq*>(softndk::Object::from_header(object, NdkObjectTypeCq))) {
+    cq->fail(STATUS_INTERNAL_ERROR);  // R117
+    return STATUS_SUCCESS;
+  }
+  if (auto* srq = static_cast<softndk::Srq*>(softndk::Object::from_header(object, NdkObjectTypeSrq))) {
+    srq->fail();  // R204
+    return STATUS_SUCCESS;
+  }
+  return STATUS_INVALID_PARAMETER;
 }
 
 SOFTNDK_API NTSTATUS SoftNdkGetCompletionMode(NDK_ADAPTER* ndk, SOFTNDK_COMPLETION_MODE* mode,

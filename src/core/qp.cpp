@@ -53,11 +53,24 @@ void Srq::check_threshold_locked(size_t posted) {
 NTSTATUS Srq::post(PVOID request_context, const NDK_SGE* sgl, ULONG count) {
   NTSTATUS status = validate_sgl(sgl, count, max_sge_);
   if (!NT_SUCCESS(status)) return status;
+  if (in_error()) return STATUS_INVALID_DEVICE_STATE;  // R204
   return receives_.post(request_context, sgl, count);
 }
 
+void Srq::fail() {
+  if (error_.exchange(true)) return;
+  if (notification_ == nullptr) return;
+  Task task;
+  task.callback = reinterpret_cast<AnyCallback>(notification_);
+  task.context = notification_context_;
+  task.status = STATUS_INTERNAL_ERROR;
+  adapter().post_event(this, [](const Task& t) {
+    reinterpret_cast<NDK_FN_SRQ_NOTIFICATION_CALLBACK>(t.callback)(t.context, t.status);
+  }, task);
+}
+
 bool Srq::take(PostedReceive& out) {
-  if (!receives_.pop(out)) return false;
+  if (in_error() || !receives_.pop(out)) return false;
   std::lock_guard lock(threshold_mutex_);
   check_threshold_locked(receives_.size());  // R199: fewer than the threshold remain
   return true;
@@ -92,7 +105,8 @@ NTSTATUS Qp::check_initiator(ULONG flags, ULONG allowed_flags, const NDK_SGE* sg
     NTSTATUS status = validate_sgl(sgl, count, limits_.initiator_sge);
     if (!NT_SUCCESS(status)) return status;
   }
-  if (receive_cq_.in_error() || initiator_cq_.in_error()) return STATUS_INVALID_DEVICE_STATE;  // R116
+  if (receive_cq_.in_error() || initiator_cq_.in_error() || (srq_ != nullptr && srq_->in_error()))
+    return STATUS_INVALID_DEVICE_STATE;  // R116, R117, R204
   // Not connected (yet, or any more): fails inline (R077).
   if (state_.load(std::memory_order_acquire) != kConnected) return STATUS_CONNECTION_INVALID;
   return STATUS_SUCCESS;

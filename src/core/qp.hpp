@@ -26,6 +26,10 @@ class Srq final : public Object {
   NTSTATUS post(PVOID request_context, const NDK_SGE* sgl, ULONG count);
   // Takes the next receive for a QP of this SRQ (the data path).
   bool take(PostedReceive& out);
+  // A fatal fault: the notification reports STATUS_INTERNAL_ERROR, the SRQ and its QPs
+  // become unusable, no receive of it completes any more (R204).
+  void fail();
+  bool in_error() const { return error_.load(std::memory_order_acquire); }
   ULONG max_sge() const { return max_sge_; }
   Pd& pd() const { return pd_; }
 
@@ -43,6 +47,7 @@ class Srq final : public Object {
   std::unique_ptr<ExtentList> receive_extents_ = std::make_unique<ExtentList>();
   std::mutex threshold_mutex_;
   ULONG threshold_;  // 0: not armed
+  std::atomic<bool> error_{false};
 };
 
 class Qp final : public Object, public fabric::QpEndpoint {

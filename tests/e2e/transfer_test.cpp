@@ -762,6 +762,56 @@ TEST(CqOverflow, R116_OverrunCqReportsBufferOverflowAndItsQpsStop) {
   SoftNdkCloseAdapter(adapter);
 }
 
+// R007: an open that cannot get resources returns NDIS_STATUS_RESOURCES and no adapter.
+TEST(Faults, R007_OpenWithoutResourcesFails) {
+  ASSERT_EQ(SoftNdkInjectFault(nullptr, SOFTNDK_FAULT_OPEN, NDIS_STATUS_RESOURCES, 1), STATUS_SUCCESS);
+  NDK_ADAPTER* adapter = nullptr;
+  EXPECT_EQ(SoftNdkOpenAdapter(1, NDK_VERSION{1, 1}, nullptr, &adapter), NDIS_STATUS_RESOURCES);
+  EXPECT_EQ(adapter, nullptr);
+  ASSERT_EQ(SoftNdkOpenAdapter(1, NDK_VERSION{1, 1}, nullptr, &adapter), STATUS_SUCCESS);  // only once
+  SoftNdkCloseAdapter(adapter);
+}
+
+// R117, R204: a fatal CQ or SRQ fault is reported as STATUS_INTERNAL_ERROR and leaves the
+// CQ or SRQ, and the QPs using it, unusable.
+TEST(Faults, R117_R204_FatalCqAndSrqErrors) {
+  NDK_ADAPTER* adapter = nullptr;
+  ASSERT_EQ(SoftNdkOpenAdapter(1, NDK_VERSION{2, 0}, nullptr, &adapter), STATUS_SUCCESS);
+  struct Notified {
+    std::atomic<int> calls{0};
+    std::atomic<NTSTATUS> status{STATUS_PENDING};
+    static void on(PVOID c, NTSTATUS s) {
+      static_cast<Notified*>(c)->status = s;
+      static_cast<Notified*>(c)->calls++;
+    }
+  } cq_notified, srq_notified;
+  NDK_CQ* cq = create<NDK_CQ>([&](auto cb, auto ctx, NDK_CQ** out) {
+    return adapter->Dispatch->NdkCreateCq(adapter, 16, &Notified::on, &cq_notified, nullptr, cb, ctx, out);
+  });
+  NDK_PD* pd = create<NDK_PD>([&](auto cb, auto ctx, NDK_PD** out) { return adapter->Dispatch->NdkCreatePd(adapter, cb, ctx, out); });
+  NDK_SRQ* srq = create<NDK_SRQ>([&](auto cb, auto ctx, NDK_SRQ** out) {
+    return pd->Dispatch->NdkCreateSrq(pd, 8, 1, 0, &Notified::on, &srq_notified, nullptr, cb, ctx, out);
+  });
+  NDK_QP* qp = create<NDK_QP>([&](auto cb, auto ctx, NDK_QP** out) {
+    return pd->Dispatch->NdkCreateQp(pd, cq, cq, nullptr, 4, 4, 1, 1, 0, cb, ctx, out);
+  });
+  ASSERT_TRUE(cq && pd && srq && qp);
+  cq->Dispatch->NdkArmCq(cq, NDK_CQ_NOTIFY_ERRORS);
+  ASSERT_EQ(SoftNdkInjectFatalError(&cq->Header), STATUS_SUCCESS);
+  ASSERT_EQ(SoftNdkInjectFatalError(&srq->Header), STATUS_SUCCESS);
+  for (int i = 0; i < 500 && (cq_notified.calls == 0 || srq_notified.calls == 0); ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(cq_notified.status, STATUS_INTERNAL_ERROR);
+  EXPECT_EQ(srq_notified.status, STATUS_INTERNAL_ERROR);
+  EXPECT_EQ(qp->Dispatch->NdkReceive(qp, nullptr, nullptr, 0), STATUS_INVALID_DEVICE_STATE);
+  EXPECT_EQ(srq->Dispatch->NdkSrqReceive(srq, nullptr, nullptr, 0), STATUS_INVALID_DEVICE_STATE);
+  EXPECT_EQ(SoftNdkInjectFatalError(&pd->Header), STATUS_INVALID_PARAMETER);
+  close(qp);
+  close(srq);
+  close(pd);
+  close(cq);
+  SoftNdkCloseAdapter(adapter);
+}
+
 std::string mode_name(const ::testing::TestParamInfo<Transfer::ParamType>& info) {
   std::string name = SoftNdkCompletionModeName(std::get<0>(info.param));
   name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
