@@ -1,0 +1,144 @@
+#include "fabric/tcp/iwarp_tx.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace softndk::fabric::tcp {
+
+namespace {
+
+const OpcodeInfo& info_of(Opcode op) {
+  return kOpcodes[static_cast<uint8_t>(op) & rdmap_ctrl::kOpcodeMask];
+}
+
+size_t terminate_body_size(const TerminateInfo& t) {
+  uint8_t body[kTerminateMaxBody];
+  return encode_terminate(t, body);
+}
+
+}  // namespace
+
+FpduEncoder::FpduEncoder(const TxOptions& options, const TxMessage& message)
+    : options_(options), message_(message), info_(info_of(message.opcode)) {
+  uint64_t total = 0;
+  for (const iovec& v : message.payload) total += v.iov_len;
+  header_length_ = sizeof(MpaFpduHeader) + info_.header_length();
+  if (info_.body == Body::kTerminate)
+    header_length_ += terminate_body_size(message.terminate) - sizeof(TerminateControl);
+  valid_ = info_.valid() && options.max_fpdu >= kMinFpdu && total <= UINT32_MAX &&
+           (info_.body == Body::kData || total == 0);
+  if (valid_) {
+    // RFC 5044: a DDP segment is at most MULPDU bytes.
+    max_chunk_ = mpa_mulpdu(options.max_fpdu) - (header_length_ - sizeof(MpaFpduHeader));
+  }
+  remaining_ = total;
+  done_ = !valid_;
+}
+
+size_t FpduEncoder::next(FpduFrame& frame, std::span<iovec> out) {
+  if (done_ || out.size() < (remaining_ > 0 ? 3u : 2u)) return 0;
+
+  // Payload pieces first (slots 1..), so the header knows the segment's length and L.
+  const uint64_t cap = std::min<uint64_t>(remaining_, max_chunk_);
+  size_t used = 1, chunk = 0;
+  const auto payload = message_.payload;
+  while (chunk < cap && used + 1 < out.size() && iov_index_ < payload.size()) {
+    const iovec& v = payload[iov_index_];
+    const size_t take = std::min<uint64_t>(v.iov_len - iov_offset_, cap - chunk);
+    if (take > 0) out[used++] = {static_cast<uint8_t*>(v.iov_base) + iov_offset_, take};
+    chunk += take;
+    iov_offset_ += take;
+    if (iov_offset_ == v.iov_len) ++iov_index_, iov_offset_ = 0;
+  }
+  const bool last = chunk == remaining_;
+
+  uint8_t* h = frame.header;
+  size_t at = sizeof(MpaFpduHeader);
+  if (info_.tagged) {
+    DdpTaggedHeader d;
+    d.ddp_control = ddp_control(true, last);
+    d.rdmap_control = rdmap_control(message_.opcode);
+    d.stag.set(message_.stag);
+    d.to.set(message_.to + offset_);
+    store_layout(h + at, d);
+    at += sizeof d;
+  } else {
+    DdpUntaggedHeader d;
+    d.ddp_control = ddp_control(false, last);
+    d.rdmap_control = rdmap_control(message_.opcode);
+    d.rsvd_ulp.set(info_.invalidate ? message_.invalidate_stag : 0);
+    d.qn.set(info_.queue);
+    d.msn.set(message_.msn);
+    d.mo.set(static_cast<uint32_t>(offset_));
+    store_layout(h + at, d);
+    at += sizeof d;
+  }
+  if (info_.body == Body::kReadRequest) {
+    store_layout(h + at, encode_read_request(message_.read_request));
+    at += sizeof(RdmaReadRequestHeader);
+  } else if (info_.body == Body::kTerminate) {
+    uint8_t body[kTerminateMaxBody];
+    const size_t n = encode_terminate(message_.terminate, body);
+    std::memcpy(h + at, body, n);
+    at += n;
+  }
+  const uint32_t ulpdu = static_cast<uint32_t>(at - sizeof(MpaFpduHeader) + chunk);
+  MpaFpduHeader m;
+  m.ulpdu_length.set(static_cast<uint16_t>(ulpdu));
+  store_layout(h, m);
+  out[0] = {h, at};
+
+  const uint32_t pad = mpa_pad(ulpdu);
+  uint8_t* t = frame.trailer;
+  std::memset(t, 0, sizeof frame.trailer);
+  if (options_.crc) {
+    Crc32c crc;
+    crc.update(h, at);
+    for (size_t i = 1; i < used; ++i)
+      crc.update(static_cast<const uint8_t*>(out[i].iov_base), out[i].iov_len);
+    crc.update(t, pad);  // PAD is zero
+    crc.store(t + pad);
+  }
+  out[used++] = {t, pad + kMpaCrcSize};
+
+  offset_ += chunk;
+  remaining_ -= chunk;
+  done_ = last;
+  fpdu_size_ = at + chunk + pad + kMpaCrcSize;
+  return used;
+}
+
+size_t encoded_size(const TxOptions& options, const TxMessage& message) {
+  FpduEncoder e(options, message);
+  if (!e.valid()) return 0;
+  const OpcodeInfo& info = info_of(message.opcode);
+  size_t header = info.header_length();
+  if (info.body == Body::kTerminate)
+    header += terminate_body_size(message.terminate) - sizeof(TerminateControl);
+  const uint64_t total = e.remaining();
+  if (total == 0) return mpa_fpdu_size(static_cast<uint32_t>(header));
+  const uint64_t chunk = mpa_mulpdu(options.max_fpdu) - header;
+  const uint64_t full = total / chunk, rest = total % chunk;
+  return full * mpa_fpdu_size(static_cast<uint32_t>(header + chunk)) +
+         (rest ? mpa_fpdu_size(static_cast<uint32_t>(header + rest)) : 0);
+}
+
+size_t encode_message(const TxOptions& options, const TxMessage& message, std::span<uint8_t> out) {
+  const size_t size = encoded_size(options, message);
+  if (size == 0 || out.size() < size) return 0;
+  FpduEncoder e(options, message);
+  std::vector<iovec> iov(message.payload.size() + 2);
+  FpduFrame frame;
+  size_t at = 0;
+  while (!e.done()) {
+    const size_t n = e.next(frame, iov);
+    for (size_t i = 0; i < n; ++i) {
+      std::memcpy(out.data() + at, iov[i].iov_base, iov[i].iov_len);
+      at += iov[i].iov_len;
+    }
+  }
+  return at;
+}
+
+}  // namespace softndk::fabric::tcp

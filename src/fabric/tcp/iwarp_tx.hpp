@@ -1,0 +1,84 @@
+// Transmit: one RDMAP message as a run of FPDUs no larger than the path's MSS, each laid
+// out as an iovec list for sendmsg: the FPDU's own bytes (ULPDU_Length and headers, then
+// PAD and CRC) live in a caller-provided FpduFrame; payload bytes are referenced in place,
+// never copied.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "fabric/tcp/iwarp_wire.hpp"
+
+namespace softndk::fabric::tcp {
+
+struct TxOptions {
+  bool crc = false;         // negotiated CRC: else the CRC field is sent as zero
+  uint32_t max_fpdu = 1460; // the largest FPDU on the wire (the path MSS), at least kMinFpdu
+};
+inline constexpr uint32_t kMinFpdu = 128;
+
+// One RDMAP message to send.
+struct TxMessage {
+  Opcode opcode = Opcode::kSend;
+  uint32_t stag = 0;             // tagged: Data Sink STag
+  uint64_t to = 0;               // tagged: Data Sink TO of the first payload byte
+  uint32_t msn = 0;              // untagged: MSN on the opcode's queue (from 1)
+  uint32_t invalidate_stag = 0;  // the Sends with Invalidate
+  ReadRequest read_request;      // Read Request
+  TerminateInfo terminate;       // Terminate
+  std::span<const iovec> payload;  // Write, Read Response, the Sends; not copied
+};
+
+// The bytes of one FPDU that are not payload; must live until the FPDU is sent.
+struct FpduFrame {
+  uint8_t header[kMaxFpduHeader];
+  uint8_t trailer[3 + kMpaCrcSize];  // PAD and CRC
+};
+
+// Cuts one message into FPDUs of at most max_fpdu bytes: full ones carry MULPDU bytes of
+// ULPDU (RFC 5044, no PAD), the last one the rest; a message without payload is one FPDU.
+// Read Request and Terminate are single segments (RFC 5040).
+class FpduEncoder {
+ public:
+  FpduEncoder(const TxOptions& options, const TxMessage& message);
+
+  // False when the message cannot be sent: reserved opcode, payload on a Read Request or
+  // Terminate, max_fpdu below kMinFpdu, or more than 4 GiB of payload.
+  bool valid() const { return valid_; }
+  bool done() const { return done_; }
+  // Lays out the next FPDU: returns the number of iovecs written to `out` (the header, the
+  // payload pieces, the trailer), or 0 when done, invalid, or `out` has fewer than 3
+  // entries (2 once no payload is left). With fewer entries than payload pieces, the FPDU
+  // ends early (a shorter DDP segment is valid). The message's payload iovecs must stay
+  // valid until the encoder is done.
+  size_t next(FpduFrame& frame, std::span<iovec> out);
+  // Wire size of the FPDU last laid out.
+  size_t fpdu_size() const { return fpdu_size_; }
+  // Payload bytes still to send.
+  uint64_t remaining() const { return remaining_; }
+
+ private:
+  const TxOptions options_;
+  const TxMessage message_;
+  const OpcodeInfo& info_;
+  size_t header_length_ = 0;  // ULPDU_Length, DDP and RDMAP headers (a Terminate's body too)
+  bool valid_ = false;
+  bool done_ = false;
+  uint64_t remaining_ = 0;
+  uint64_t offset_ = 0;    // payload bytes sent
+  size_t iov_index_ = 0;   // payload cursor
+  size_t iov_offset_ = 0;
+  size_t fpdu_size_ = 0;
+  size_t max_chunk_ = 0;   // payload bytes in a full FPDU
+};
+
+// The wire size of the whole message; 0 when it is not valid.
+size_t encoded_size(const TxOptions& options, const TxMessage& message);
+// The whole message into one buffer, payload copied (for small messages and tests);
+// returns its size, or 0 when invalid or `out` is too small.
+size_t encode_message(const TxOptions& options, const TxMessage& message, std::span<uint8_t> out);
+
+}  // namespace softndk::fabric::tcp
