@@ -25,6 +25,8 @@ const char* to_string(Mode mode) { return mode == Mode::kLatency ? "latency" : "
 namespace {
 
 constexpr ULONG kPollBatch = 64;
+constexpr ULONG kMaxSge = 64;                // the most SGEs any request takes
+constexpr uint64_t kCheckpointMask = 255;   // stop and progress: every 256 iterations
 constexpr auto kStall = std::chrono::seconds(5);  // no completion for this long: give up
 
 // Message `id`'s pattern: 64-bit words, each a hash of (id, position).
@@ -87,8 +89,16 @@ class Engine {
   void execute() {
     if (!prepare()) return;
     if (p_.warmup > 0 && !phase(p_.warmup, false)) return;
+    if (stopped_) {
+      fail(STATUS_CANCELLED, "stopped during the warm-up, nothing measured");
+      return;
+    }
+    progress_base_ = p_.warmup;
     if (!phase(p_.iterations, true)) return;
     summarise();
+    if (stopped_)
+      fail(STATUS_CANCELLED, text("stopped after %llu of %llu iterations", static_cast<unsigned long long>(measured_),
+                                  static_cast<unsigned long long>(p_.iterations)));
   }
 
  private:
@@ -100,6 +110,18 @@ class Engine {
   bool send_bandwidth(uint64_t n, bool measured);
   bool leg(Endpoint& from, Endpoint& to, uint64_t index, uint64_t n, uint64_t id);
   void summarise();
+
+  // Every 256 iterations: publishes `done` (of this phase) and tells whether to stop.
+  bool checkpoint(uint64_t done) {
+    if (p_.progress != nullptr) p_.progress->store(progress_base_ + done, std::memory_order_relaxed);
+    if (p_.stop != nullptr && p_.stop->load(std::memory_order_relaxed)) stopped_ = true;
+    return stopped_;
+  }
+  // End of a phase of `n` iterations (after a stop, fewer than asked).
+  void finished(uint64_t n, bool measured) {
+    if (measured) measured_ = n;
+    if (p_.progress != nullptr) p_.progress->store(progress_base_ + n, std::memory_order_relaxed);
+  }
 
   // Records the first failure; returns false so that callers can `return fail(...)`.
   bool fail(NTSTATUS status, const std::string& what) {
@@ -148,19 +170,32 @@ class Engine {
     return (p_.operation == Operation::kWrite ? server_.in() : client_.in()) + offset(i);
   }
 
+  // The SGEs of a message at `at` of endpoint `e`'s registered bytes: p_.sge_count
+  // adjacent pieces. Returns their count.
+  ULONG sges(const Endpoint& e, const uint8_t* at, NDK_SGE* out) const {
+    if (p_.sge_count == 1) {
+      out[0] = e.sge(at, p_.size);
+      return 1;
+    }
+    for (ULONG k = 0; k < p_.sge_count; ++k) out[k] = e.sge(at + piece_offset_[k], piece_length_[k]);
+    return p_.sge_count;
+  }
+
   NTSTATUS post_one_sided(uint64_t i, ULONG f) {
     NDK_QP* qp = client_.qp;
+    NDK_SGE s[kMaxSge];
     if (p_.operation == Operation::kWrite) {
-      NDK_SGE s = client_.sge(source(i), p_.size);
-      return qp->Dispatch->NdkWrite(qp, context_of(i), &s, 1, address_of(target(i)), server_.remote_token, f);
+      ULONG n = sges(client_, source(i), s);
+      return qp->Dispatch->NdkWrite(qp, context_of(i), s, n, address_of(target(i)), server_.remote_token, f);
     }
-    NDK_SGE s = client_.sge(target(i), p_.size);
-    return qp->Dispatch->NdkRead(qp, context_of(i), &s, 1, address_of(source(i)), server_.remote_token, f);
+    ULONG n = sges(client_, target(i), s);
+    return qp->Dispatch->NdkRead(qp, context_of(i), s, n, address_of(source(i)), server_.remote_token, f);
   }
 
   bool post_receive(Endpoint& to, uint64_t i) {
-    NDK_SGE s = to.sge(to.in() + offset(i), p_.size);
-    NTSTATUS status = to.qp->Dispatch->NdkReceive(to.qp, context_of(i), &s, 1);
+    NDK_SGE s[kMaxSge];
+    ULONG n = sges(to, to.in() + offset(i), s);
+    NTSTATUS status = to.qp->Dispatch->NdkReceive(to.qp, context_of(i), s, n);
     return status == STATUS_SUCCESS || fail_post(status, "receive", i);
   }
 
@@ -205,6 +240,11 @@ class Engine {
   std::chrono::steady_clock::time_point idle_since_{};
   std::vector<Ticks> samples_;
   NDK_RESULT results_[kPollBatch];
+  uint32_t piece_offset_[kMaxSge] = {};  // sge_count > 1: where each SGE starts in a message
+  ULONG piece_length_[kMaxSge] = {};
+  bool stopped_ = false;       // Params::stop was seen
+  uint64_t progress_base_ = 0; // iterations of earlier phases (the warm-up)
+  uint64_t measured_ = 0;      // measured iterations that ran (fewer than asked after a stop)
 };
 
 bool Engine::prepare() {
@@ -221,6 +261,23 @@ bool Engine::prepare() {
     return fail(STATUS_INVALID_PARAMETER,
                 text("queue_depth %lu: must be 1 .. the Pair's %lu", static_cast<unsigned long>(p_.queue_depth),
                      static_cast<unsigned long>(pair_.options().queue_depth)));
+  const ULONG max_sge = std::min({client_.max_sge, server_.max_sge, kMaxSge});
+  if (p_.sge_count == 0 || p_.sge_count > max_sge)
+    return fail(STATUS_INVALID_PARAMETER, text("sge_count %lu: must be 1 .. the Pair's %lu",
+                                               static_cast<unsigned long>(p_.sge_count),
+                                               static_cast<unsigned long>(max_sge)));
+  if (p_.sge_count > p_.size)
+    return fail(STATUS_INVALID_PARAMETER, text("sge_count %lu above the size %zu (an SGE holds at least a byte)",
+                                               static_cast<unsigned long>(p_.sge_count), p_.size));
+  if (p_.operation == Operation::kRead && p_.sge_count > client_.info.MaxReadRequestSge)
+    return fail(STATUS_INVALID_PARAMETER, text("sge_count %lu above the adapter's MaxReadRequestSge %lu",
+                                               static_cast<unsigned long>(p_.sge_count),
+                                               static_cast<unsigned long>(client_.info.MaxReadRequestSge)));
+  for (ULONG k = 0, at = 0; k < p_.sge_count; ++k) {
+    piece_offset_[k] = at;
+    piece_length_[k] = static_cast<ULONG>(p_.size / p_.sge_count + (k < p_.size % p_.sge_count ? 1 : 0));
+    at += piece_length_[k];
+  }
   if (p_.flags & NDK_OP_FLAG_INLINE) {
     if (p_.operation == Operation::kRead) return fail(STATUS_INVALID_PARAMETER, "INLINE does not apply to reads");
     ULONG limit = std::min(client_.inline_data, server_.inline_data);
@@ -258,6 +315,8 @@ bool Engine::one_sided_latency(uint64_t n, bool measured) {
   const Ticks start = now();
   Ticks previous = start;
   for (uint64_t i = 0; i < n; ++i) {
+    // After a stop this request is the last one (signalled, so it proves any silent ones).
+    if ((i & kCheckpointMask) == 0 && checkpoint(i)) n = i + 1;
     if (p_.verify) fill(source(i), p_.size, base + i);
     const bool signal = signalled(i, n);
     NTSTATUS status = post_one_sided(i, flags(signal));
@@ -276,6 +335,7 @@ bool Engine::one_sided_latency(uint64_t n, bool measured) {
     }
   }
   if (measured) elapsed_ = now() - start;
+  finished(n, measured);
   return true;
 }
 
@@ -287,6 +347,8 @@ bool Engine::one_sided_bandwidth(uint64_t n, bool measured) {
   const Ticks start = now();
   while (done < n) {
     while (posted < n && posted - done < window_) {
+      // After a stop: one more request, signalled, then only the reaping.
+      if ((posted & kCheckpointMask) == 0 && checkpoint(done)) n = posted + 1;
       if (p_.verify) fill(source(posted), p_.size, base + posted);
       NTSTATUS status = post_one_sided(posted, flags(signalled(posted, n)));
       if (status != STATUS_SUCCESS) return fail_post(status, what, posted);
@@ -308,6 +370,7 @@ bool Engine::one_sided_bandwidth(uint64_t n, bool measured) {
     }
   }
   if (measured) elapsed_ = now() - start;
+  finished(n, measured);
   return true;
 }
 
@@ -316,8 +379,9 @@ bool Engine::leg(Endpoint& from, Endpoint& to, uint64_t index, uint64_t n, uint6
   uint8_t* data = from.out() + offset(index);
   if (p_.verify) fill(data, p_.size, id);
   const bool signal = signalled(index, n);
-  NDK_SGE s = from.sge(data, p_.size);
-  NTSTATUS status = from.qp->Dispatch->NdkSend(from.qp, context_of(index), &s, 1, flags(signal));
+  NDK_SGE s[kMaxSge];
+  ULONG count = sges(from, data, s);
+  NTSTATUS status = from.qp->Dispatch->NdkSend(from.qp, context_of(index), s, count, flags(signal));
   if (status != STATUS_SUCCESS) return fail_post(status, "send", index);
   if (signal && (poll(from.send_cq, 1, "send") == 0 || !check(results_[0], "send", index))) return false;
   if (poll(to.recv_cq, 1, "receive") == 0 || !check(results_[0], "receive", index)) return false;
@@ -337,6 +401,9 @@ bool Engine::send_latency(uint64_t n, bool measured) {
   const Ticks start = now();
   Ticks previous = start;
   for (uint64_t i = 0; i < n; ++i) {
+    // After a stop this round trip is the last: it consumes the receives posted for it
+    // and posts none.
+    if ((i & kCheckpointMask) == 0 && checkpoint(i)) n = i + 1;
     if (!leg(client_, server_, i, n, base + 2 * i)) return false;      // ping
     if (!leg(server_, client_, i, n, base + 2 * i + 1)) return false;  // pong
     if (sample) {
@@ -346,6 +413,7 @@ bool Engine::send_latency(uint64_t n, bool measured) {
     }
   }
   if (measured) elapsed_ = now() - start;
+  finished(n, measured);
   return true;
 }
 
@@ -361,11 +429,14 @@ bool Engine::send_bandwidth(uint64_t n, bool measured) {
   while (done < n || received < n) {
     bool progress = false;
     while (posted < n && posted - done < window_ && posted < receives) {
+      // After a stop: sends only for the receives already posted (none is left over).
+      if ((posted & kCheckpointMask) == 0 && checkpoint(received)) n = receives;
       uint8_t* data = client_.out() + offset(posted);
       if (p_.verify) fill(data, p_.size, base + posted);
-      NDK_SGE s = client_.sge(data, p_.size);
+      NDK_SGE s[kMaxSge];
+      ULONG count = sges(client_, data, s);
       NTSTATUS status =
-          client_.qp->Dispatch->NdkSend(client_.qp, context_of(posted), &s, 1, flags(signalled(posted, n)));
+          client_.qp->Dispatch->NdkSend(client_.qp, context_of(posted), s, count, flags(signalled(posted, n)));
       if (status != STATUS_SUCCESS) return fail_post(status, "send", posted);
       ++posted;
       progress = true;
@@ -397,16 +468,18 @@ bool Engine::send_bandwidth(uint64_t n, bool measured) {
     }
   }
   if (measured) elapsed_ = now() - start;
+  finished(n, measured);
   return true;
 }
 
 void Engine::summarise() {
   const uint64_t per_iteration = p_.operation == Operation::kSend && p_.mode == Mode::kLatency ? 2 : 1;
-  r_.iterations = p_.iterations;
-  r_.messages = p_.iterations * per_iteration;
+  r_.iterations = measured_;
+  r_.messages = measured_ * per_iteration;
   r_.bytes = r_.messages * p_.size;
   r_.seconds = to_ns(elapsed_) * 1e-9;
   if (samples_.empty()) return;
+  samples_.resize(measured_);  // after a stop, the iterations that ran
   // Samples are per iteration; a send round trip carries two messages.
   const double scale = ns_per_tick() / static_cast<double>(per_iteration);
   if (p_.keep_samples) {

@@ -17,8 +17,13 @@
 // signalled and polled. Requests complete in order, so that completion proves the silent
 // ones before it; their latency samples are the post alone.
 // The measured loop allocates nothing and makes no system call.
+//
+// For tools: `sge_count` splits each message (and each receive) into that many adjacent
+// SGEs; `stop` ends a run early (a signal handler's flag) and `progress` shows how far it
+// got. Both are looked at every 256 iterations only.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -46,6 +51,17 @@ struct Params {
   bool verify = false;
   bool samples = true;          // latency: time each iteration (percentiles)
   bool keep_samples = false;    // latency: also return them (Result::samples_ns)
+  // SGEs per request and per receive: the message cut into this many adjacent pieces
+  // (sizes differing by at most one byte). 1 .. min(size, the Pair's max_sge).
+  ULONG sge_count = 1;
+  // Optional. Read every 256 iterations; once true the run stops posting, reaps what is
+  // outstanding (leaving no receive posted, so the Pair stays usable) and returns
+  // STATUS_CANCELLED with the figures of the measured iterations that completed
+  // (Result::iterations < Params::iterations; none if it stopped during the warm-up).
+  const std::atomic<bool>* stop = nullptr;
+  // Optional. Iterations finished so far, warm-up ones first (0 .. warmup + iterations);
+  // stored every 256 iterations and at the end of each phase.
+  std::atomic<uint64_t>* progress = nullptr;
 };
 
 // Per message, in ns. From per-iteration samples; each includes one timestamp read.
@@ -68,6 +84,7 @@ struct Result {
   std::vector<double> samples_ns;    // keep_samples: one per iteration (send: one-way)
 
   bool ok() const { return status == STATUS_SUCCESS; }
+  bool cancelled() const { return status == STATUS_CANCELLED; }  // Params::stop ended it
   double ns_per_message() const { return messages ? seconds * 1e9 / static_cast<double>(messages) : 0; }
   double bandwidth() const { return seconds > 0 ? static_cast<double>(bytes) / seconds : 0; }  // bytes/s
   double message_rate() const { return seconds > 0 ? static_cast<double>(messages) / seconds : 0; }

@@ -114,6 +114,21 @@ ULONG length_of(const SOCKADDR_INET& a) {
 
 PSOCKADDR as_sockaddr(SOCKADDR_INET& a) { return reinterpret_cast<PSOCKADDR>(&a); }
 
+PVOID data_of(const std::vector<uint8_t>& v) { return v.empty() ? nullptr : const_cast<uint8_t*>(v.data()); }
+ULONG size_of(const std::vector<uint8_t>& v) { return static_cast<ULONG>(v.size()); }
+
+// The private data the peer sent (empty when it sent none).
+std::vector<uint8_t> connection_data(NDK_CONNECTOR* connector, const char* who) {
+  ULONG length = 0;
+  NTSTATUS status = connector->Dispatch->NdkGetConnectionData(connector, nullptr, nullptr, nullptr, &length);
+  std::vector<uint8_t> data(length);
+  if (status == STATUS_SUCCESS && length > 0)
+    status = connector->Dispatch->NdkGetConnectionData(connector, nullptr, nullptr, data.data(), &length);
+  if (status != STATUS_SUCCESS) throw Error(std::string("reading the connection data (") + who + ")", status);
+  data.resize(length);
+  return data;
+}
+
 // Creates a host on the next free documentation address (x.1 .. x.254, shared by every
 // Pair of the process); another owner of an address just moves us on.
 void create_host(Endpoint& e, bool ipv6, bool server) {
@@ -201,9 +216,11 @@ void Pair::open(Endpoint& e, const char* name, bool server) {
   });
   NDK_PD* pd = e.pd;
   e.inline_data = std::min(options_.inline_data, e.info.MaxInlineDataSize);
+  e.max_sge = std::max<ULONG>(1, std::min({options_.max_sge, e.info.MaxReceiveRequestSge,
+                                           e.info.MaxInitiatorRequestSge}));
   e.qp = create<NDK_QP>("creating the QP", [&](auto cb, auto ctx, NDK_QP** out) {
     return pd->Dispatch->NdkCreateQp(pd, e.recv_cq, e.send_cq, &e, options_.queue_depth, options_.queue_depth,
-                                     1, 1, e.inline_data, cb, ctx, out);
+                                     e.max_sge, e.max_sge, e.inline_data, cb, ctx, out);
   });
 
   // Two areas, each rounded up to whole pages.
@@ -249,20 +266,30 @@ void Pair::connect() {
   Waiter& connected = incoming_->connected;
   NTSTATUS returned = client_.connector->Dispatch->NdkConnect(
       client_.connector, client_.qp, as_sockaddr(client_.address), length_of(client_.address),
-      as_sockaddr(server_.address), length_of(server_.address), ird, ord, nullptr, 0, &Waiter::on_request,
-      &connected);
+      as_sockaddr(server_.address), length_of(server_.address), ird, ord, data_of(options_.caller_data),
+      size_of(options_.caller_data), &Waiter::on_request, &connected);
   if (returned != STATUS_PENDING && returned != STATUS_SUCCESS) throw Error("connecting", returned);
 
   server_.connector = incoming_->next();
   if (server_.connector == nullptr) throw Error("waiting for the connect event", STATUS_IO_TIMEOUT);
+  server_.peer_data = connection_data(server_.connector, "the server");
   Waiter& accepted = incoming_->accepted;
-  NTSTATUS accept_returned = server_.connector->Dispatch->NdkAccept(
-      server_.connector, server_.qp, ord, ird, nullptr, 0, &Pair::on_disconnect, this, &Waiter::on_request, &accepted);
-  if (accept_returned != STATUS_PENDING && accept_returned != STATUS_SUCCESS)
-    throw Error("accepting", accept_returned);
+  NTSTATUS accept_returned = STATUS_PENDING;
+  if (options_.server_answer == PairOptions::Answer::kAccept) {
+    accept_returned = server_.connector->Dispatch->NdkAccept(
+        server_.connector, server_.qp, ord, ird, data_of(options_.callee_data), size_of(options_.callee_data),
+        &Pair::on_disconnect, this, &Waiter::on_request, &accepted);
+    if (accept_returned != STATUS_PENDING && accept_returned != STATUS_SUCCESS)
+      throw Error("accepting", accept_returned);
+  } else if (options_.server_answer == PairOptions::Answer::kReject) {
+    NTSTATUS rejected = server_.connector->Dispatch->NdkReject(server_.connector, data_of(options_.callee_data),
+                                                               size_of(options_.callee_data));
+    if (rejected != STATUS_SUCCESS) throw Error("rejecting", rejected);
+  }
 
   NTSTATUS status = connected.settle(returned);
   if (status != STATUS_SUCCESS) throw Error("connecting", status);
+  client_.peer_data = connection_data(client_.connector, "the client");
   request("completing the connection", [&](auto cb, auto ctx) {
     return client_.connector->Dispatch->NdkCompleteConnect(client_.connector, &Pair::on_disconnect, this, cb, ctx);
   });

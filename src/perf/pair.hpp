@@ -10,6 +10,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "ndk/ndkpi.h"
 #include "ndk/softndk.h"
@@ -38,6 +39,18 @@ struct PairOptions {
   ULONG inline_data = 256;   // QP InlineDataSize asked for (capped by the adapter)
   SOFTNDK_COMPLETION_MODE completion_mode = SOFTNDK_COMPLETION_INLINE;
   bool ipv6 = false;         // 2001:db8::/32 instead of 192.0.2.0/24 and 198.51.100.0/24
+  ULONG max_sge = 1;         // QP SGEs per request and per receive asked for (capped by the adapter)
+  // Private data: the client's connect carries caller_data (at most MaxCallerData bytes),
+  // the server's accept or reject callee_data (at most MaxCalleeData). Each side finds
+  // what the other sent in Endpoint::peer_data.
+  std::vector<uint8_t> caller_data = {};
+  std::vector<uint8_t> callee_data = {};
+  // How the server answers the connect request. Reject: the connect fails with
+  // STATUS_CONNECTION_REFUSED. Ignore: it fails with STATUS_IO_TIMEOUT once the
+  // connect_timeout_ms tunable has passed. Both make the constructor throw; they let a
+  // tool show (and test) its refusal and timeout paths.
+  enum class Answer { kAccept, kReject, kIgnore };
+  Answer server_answer = Answer::kAccept;
 };
 
 // One side of a Pair. Everything is owned by the Pair.
@@ -57,6 +70,8 @@ struct Endpoint {
   uint8_t* buffer = nullptr;  // 2 x area, page aligned: out area first, then in area
   size_t area = 0;
   ULONG inline_data = 0;      // what the QP was created with
+  ULONG max_sge = 0;          // what the QP was created with (requests and receives)
+  std::vector<uint8_t> peer_data;  // the private data the other side sent
   UINT32 local_token = 0;
   UINT32 remote_token = 0;
 
