@@ -181,6 +181,7 @@ NTSTATUS Connector::connect(Qp& qp, const SockAddr& source, SharedEndpoint* endp
     own_outbound_ = std::min(outbound, adapter().info().MaxOutboundReadLimit);
     peer_data_.clear();
     aborted_ = false;
+    rejected_ = false;
     state_ = State::kConnecting;
     adapter().begin_pending(this, connect_request_, completion, context);
     start_timer_locked();
@@ -238,6 +239,7 @@ void Connector::timed_out(uint64_t generation) {
     timer_ = 0;
     if (state_ == State::kConnecting) {
       adapter().finish_pending(this, connect_request_, STATUS_IO_TIMEOUT);  // R160
+      release_attempt_locked();
     } else if (state_ == State::kAccepting) {
       adapter().finish_pending(this, accept_request_, STATUS_IO_TIMEOUT);  // R165
     } else {
@@ -247,6 +249,13 @@ void Connector::timed_out(uint64_t generation) {
     connection = connection_;
   }
   connection->detach(side_);  // the peer learns that this side gave up
+}
+
+void Connector::release_attempt_locked() {
+  if (side_ != fabric::Connection::kActive) return;
+  if (qp_ != nullptr) qp_->release_claim();
+  if (endpoint_ != nullptr) endpoint_->unclaim(endpoint_destination_);
+  endpoint_ = nullptr;
 }
 
 void Connector::peer_accepted(ULONG inbound_limit, ULONG outbound_limit,
@@ -266,7 +275,9 @@ void Connector::peer_rejected(std::span<const uint8_t> private_data) {
   if (state_ != State::kConnecting) return;
   stop_timer_locked();
   peer_data_.assign(private_data.begin(), private_data.end());  // readable after (R166)
+  rejected_ = true;
   state_ = State::kFailed;
+  release_attempt_locked();
   adapter().finish_pending(this, connect_request_, STATUS_CONNECTION_REFUSED);
 }
 
@@ -285,6 +296,7 @@ void Connector::peer_aborted() {
   switch (state_) {
     case State::kConnecting:  // the passive side closed its connector unanswered
       state_ = State::kFailed;
+      release_attempt_locked();
       adapter().finish_pending(this, connect_request_, STATUS_CONNECTION_REFUSED);
       break;
     case State::kAccepting:  // the active side rejected or went away (R165, R167)
@@ -395,7 +407,7 @@ NTSTATUS Connector::connection_data(ULONG* inbound, ULONG* outbound, PVOID data,
                                     ULONG* length) const {
   std::lock_guard lock(mutex_);
   bool answered = state_ == State::kRequested || state_ == State::kAccepted ||
-                  (state_ == State::kFailed && !peer_data_.empty());
+                  (state_ == State::kFailed && rejected_);
   if (!answered) return STATUS_CONNECTION_INVALID;
   if (inbound != nullptr) *inbound = inbound_limit_;    // R179
   if (outbound != nullptr) *outbound = outbound_limit_;

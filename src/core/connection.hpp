@@ -131,6 +131,9 @@ class Connector final : public Object, public fabric::ConnectorEvents {
   void start_timer_locked();
   void stop_timer_locked();
   void timed_out(uint64_t timer);
+  // A Connect that failed after it was sent: the QP and the shared endpoint's destination
+  // are free for another attempt (docs/DATAPATH.md).
+  void release_attempt_locked();
 
   mutable std::mutex mutex_;
   State state_;
@@ -149,7 +152,8 @@ class Connector final : public Object, public fabric::ConnectorEvents {
   std::vector<uint8_t> peer_data_;  // private data the peer sent (R184)
   DisconnectHandler disconnect_handler_;
   bool disconnect_reported_ = false;
-  bool aborted_ = false;  // the peer went away during establishment
+  bool aborted_ = false;   // the peer went away during establishment
+  bool rejected_ = false;  // the peer rejected: its private data stays readable (R166)
   uint64_t timer_ = 0;    // while establishing; holds the connector until it ends
   uint64_t timer_generation_ = 0;           // counts timers started
   uint64_t timer_generation_at_start_ = 0;  // the one currently running

@@ -40,14 +40,16 @@ void Cq::arm(ULONG type) {
   if (armed_ < 0 || rank(wanted) > rank(armed_)) armed_ = wanted;
   if (error_.load(std::memory_order_relaxed)) {
     notify_locked(error_status_);
-  } else if (new_since_notify_ && count_ > 0 && armed_ == NDK_CQ_NOTIFY_ANY) {
-    notify_locked(STATUS_SUCCESS);  // R112: completions arrived since the last notification
+  } else if (count_ > 0 && ((armed_ == NDK_CQ_NOTIFY_ANY && new_since_notify_) ||
+                             (armed_ == NDK_CQ_NOTIFY_SOLICITED && (new_solicited_ || new_error_)) ||
+                             (armed_ == NDK_CQ_NOTIFY_ERRORS && new_error_))) {
+    notify_locked(STATUS_SUCCESS);  // R112: a completion that satisfies it arrived already
   }
 }
 
 void Cq::notify_locked(NTSTATUS status) {
   armed_ = -1;
-  new_since_notify_ = false;
+  new_since_notify_ = new_error_ = new_solicited_ = false;
   satisfied_ = 0;
   stop_moderation_timer_locked();
   Task task;
@@ -70,6 +72,8 @@ void Cq::push(const NDK_RESULT_EX& result, bool solicited) {
   ++count_;
   new_since_notify_ = true;
   bool failed = !NT_SUCCESS(result.Status);
+  new_error_ |= failed;
+  new_solicited_ |= solicited;
   if (armed_ == NDK_CQ_NOTIFY_ANY || (armed_ == NDK_CQ_NOTIFY_SOLICITED && (solicited || failed)) ||
       (armed_ == NDK_CQ_NOTIFY_ERRORS && failed))
     satisfied_locked();

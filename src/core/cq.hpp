@@ -49,7 +49,10 @@ class Cq final : public Object {
   size_t head_ = 0;   // next entry to hand to the consumer
   std::atomic<size_t> count_{0};  // entries queued; read without the lock by empty polls
   int armed_ = -1;    // NDK_CQ_NOTIFY_* or -1
+  // What arrived since the last notification: an arm it satisfies fires at once (R112).
   bool new_since_notify_ = false;
+  bool new_error_ = false;
+  bool new_solicited_ = false;
   std::atomic<bool> error_{false};
   NTSTATUS error_status_ = STATUS_SUCCESS;  // what the error state is reported as
   ULONG moderation_interval_ = 0;  // microseconds; 0: off (R123)

@@ -108,6 +108,43 @@ std::vector<Param> ParamsFor(SOFTNDK_FABRIC fabric) {
   };
 }
 
+std::vector<Param> DataPathParamsFor(SOFTNDK_FABRIC fabric) {
+  std::vector<Param> result;
+  for (const Param& base : ParamsFor(fabric)) {
+    for (PeerForm form : {PeerForm::kDirect, PeerForm::kChannel}) {
+      Param p = base;
+      p.peer = form;
+      p.name += form == PeerForm::kDirect ? "_DirectPeer" : "_ChannelPeer";
+      result.push_back(p);
+    }
+  }
+  return result;
+}
+
+namespace {
+// Tests a fabric cannot run, and why. The in-process fabric runs every test. The entries
+// for the TCP and shared-memory fabrics take effect when those join kFabrics.
+struct Exclusion {
+  SOFTNDK_FABRIC fabric;
+  const char* test;  // "Suite.Test" prefix
+  const char* reason;
+};
+const Exclusion kExclusions[] = {
+    {SOFTNDK_FABRIC_TCP, "ConnectionTest.R159_R189",
+     "exhausting the ephemeral ports of a real host would disturb every other program on it"},
+    {SOFTNDK_FABRIC_TCP, "ConnectionTest.R160_ConnectFailures",
+     "STATUS_HOST_UNREACHABLE needs an address no host answers: real TCP waits for the "
+     "kernel's SYN timeout, far beyond the suite's bounded waits"},
+};
+}  // namespace
+
+const char* ExclusionFor(SOFTNDK_FABRIC fabric, const std::string& suite, const std::string& test) {
+  std::string full = suite + "." + test;
+  for (const Exclusion& e : kExclusions)
+    if (e.fabric == fabric && full.rfind(e.test, 0) == 0) return e.reason;
+  return nullptr;
+}
+
 std::string ParamName(const testing::TestParamInfo<Param>& info) { return info.param.name; }
 
 void PrintTo(const Param& param, std::ostream* os) {
@@ -305,12 +342,86 @@ void CountEvent(PVOID context, NTSTATUS status) {
     ADD_FAILURE() << "event callback without its context";
     return;
   }
+  if (counter->running.fetch_add(1) != 0) counter->overlapped = true;  // R072
   counter->last_stamp = NextStamp();
+  counter->last_status = status;
   counter->count.fetch_add(1);
-  CallbackDepth depth;
-  if (counter->hook) counter->hook(status);
+  {
+    CallbackDepth depth;
+    if (counter->hook) counter->hook(status);
+  }
+  counter->running.fetch_sub(1);
 }
 }  // namespace
+
+bool WaitUntil(const std::function<bool()>& done, Millis timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (!done()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(Millis(1));
+  }
+  return true;
+}
+
+bool EventCounter::WaitCount(int n, Millis timeout) const {
+  return WaitUntil([&] { return count.load() >= n; }, timeout);
+}
+
+VOID ConnectEvents::OnConnect(PVOID context, NDK_CONNECTOR* connector) {
+  auto* self = static_cast<ConnectEvents*>(context);
+  if (self == nullptr) {
+    ADD_FAILURE() << "connect event without its context (R173)";
+    return;
+  }
+  if (connector == nullptr) {
+    ADD_FAILURE() << "connect event without a connector (R173)";
+    return;
+  }
+  self->adapter_.TrackHandedOver(H(connector), NdkObjectTypeConnector, "connect event connector");
+  self->last_stamp_ = NextStamp();
+  self->count_.fetch_add(1);
+  {
+    std::lock_guard lock(self->mutex_);
+    self->queue_.push_back(connector);
+  }
+  self->cv_.notify_all();
+  CallbackDepth depth;
+  if (self->hook) self->hook(connector);
+}
+
+NDK_CONNECTOR* ConnectEvents::Next(Millis timeout) {
+  std::unique_lock lock(mutex_);
+  if (!cv_.wait_for(lock, timeout, [&] { return !queue_.empty(); })) return nullptr;
+  NDK_CONNECTOR* c = queue_.front();
+  queue_.pop_front();
+  return c;
+}
+
+VOID DisconnectEvents::On(PVOID context) {
+  auto* self = static_cast<DisconnectEvents*>(context);
+  if (self == nullptr) {
+    ADD_FAILURE() << "disconnect event without its context (R169)";
+    return;
+  }
+  self->last_stamp = NextStamp();
+  self->count.fetch_add(1);
+  CallbackDepth depth;
+  if (self->hook) self->hook();
+}
+
+VOID DisconnectEvents::OnEx(PVOID context, ULONG reason) {
+  auto* self = static_cast<DisconnectEvents*>(context);
+  if (self == nullptr) {
+    ADD_FAILURE() << "disconnect event without its context (R169)";
+    return;
+  }
+  self->reason = reason;
+  On(context);
+}
+
+bool DisconnectEvents::WaitCount(int n, Millis timeout) const {
+  return WaitUntil([&] { return count.load() >= n; }, timeout);
+}
 
 VOID CountCqNotification(PVOID context, NTSTATUS status) { CountEvent(context, status); }
 VOID CountSrqNotification(PVOID context, NTSTATUS status) { CountEvent(context, status); }
@@ -321,7 +432,7 @@ VOID CountConnectEvent(PVOID context, NDK_CONNECTOR* connector) {
 
 // ----------------------------------------------------------------------- memory --
 
-TestBuffer::TestBuffer(size_t length, size_t offset) : length_(length) {
+TestBuffer::TestBuffer(size_t length, size_t offset) : offset_(offset), length_(length) {
   size_t total = (offset + length + PAGE_SIZE - 1) / PAGE_SIZE * PAGE_SIZE;
   memory_ = static_cast<unsigned char*>(std::aligned_alloc(PAGE_SIZE, total));
   if (memory_ == nullptr) return;
@@ -405,6 +516,12 @@ void TestAdapter::CheckHandedOver(NDK_OBJECT_HEADER* header, NDK_OBJECT_TYPE typ
   EXPECT_NE(CloseFunctionOf(header), nullptr) << what << ": no dispatch/close (R024)";
 }
 
+void TestAdapter::TrackHandedOver(NDK_OBJECT_HEADER* header, NDK_OBJECT_TYPE type,
+                                  const std::string& what) {
+  CheckHandedOver(header, type, what);
+  Track(header);
+}
+
 void TestAdapter::Track(NDK_OBJECT_HEADER* header) {
   NDK_FN_CLOSE_OBJECT close = CloseFunctionOf(header);
   std::lock_guard lock(mutex_);
@@ -481,6 +598,16 @@ Created<NDK_LISTENER> TestAdapter::TryCreateListener(EventCounter* events, Hook 
         return dispatch_->NdkCreateListener(adapter_, null_event ? nullptr : &CountConnectEvent,
                                             events != nullptr ? events : &default_events_, cb,
                                             ctx, out);
+      },
+      std::move(hook));
+}
+
+Created<NDK_LISTENER> TestAdapter::TryCreateListenerWith(ConnectEvents* events, Hook hook) {
+  return RunCreate<NDK_LISTENER>(
+      "NdkCreateListener", NdkObjectTypeListener,
+      [&](NDK_FN_CREATE_COMPLETION cb, PVOID ctx, NDK_LISTENER** out) {
+        return dispatch_->NdkCreateListener(adapter_, &ConnectEvents::OnConnect, events, cb, ctx,
+                                            out);
       },
       std::move(hook));
 }

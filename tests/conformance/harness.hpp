@@ -13,6 +13,9 @@
 //   - one that returns STATUS_PENDING calls it exactly once with the caller's context
 //     (R015, R039, R058), and a pending create never writes its out-parameter (R017);
 //   - a callback that runs before the call returns implies STATUS_PENDING (R061).
+// The data-path suites build on this fixture (datapath.hpp): each test there also drives a
+// remote peer (peer.hpp), and is instantiated per fabric x mode x peer form
+// (SOFTNDK_INSTANTIATE_DATAPATH), with per-fabric exclusions (ExclusionFor) stating why.
 // Every wait is bounded (kWait); a provider that never calls back fails the test instead of
 // hanging it. Inside a callback the helpers never wait (use the Try* creates there: a nested
 // create or request completes later, and is checked when the adapter closes). Only the
@@ -54,16 +57,28 @@ inline constexpr Millis kBoundedCall{500};
 
 // ---------------------------------------------------------------------------- params --
 
+// How a data-path test reaches its remote peer (peer.hpp): by direct calls in this thread,
+// or only through a command channel to a thread that owns the peer's adapter (the form the
+// TCP and shared-memory fabrics use with a peer in another process).
+enum class PeerForm { kNone, kDirect, kChannel };
+
 struct Param {
   SOFTNDK_FABRIC fabric;
   const char* fabric_name;
   SOFTNDK_COMPLETION_MODE mode;
   ULONG64 seed;  // mixed mode only
   std::string name;
+  PeerForm peer = PeerForm::kNone;  // data-path suites only
 };
 
 // Every (mode, seed) combination for one fabric.
 std::vector<Param> ParamsFor(SOFTNDK_FABRIC fabric);
+// The same, each once with the direct peer and once with the channel peer.
+std::vector<Param> DataPathParamsFor(SOFTNDK_FABRIC fabric);
+
+// Per-fabric exclusions: the reason a test ("Suite.Test", a prefix of its name) cannot run
+// on `fabric`, or null. The table is in harness.cpp, next to kFabrics.
+const char* ExclusionFor(SOFTNDK_FABRIC fabric, const std::string& suite, const std::string& test);
 std::string ParamName(const testing::TestParamInfo<Param>& info);
 void PrintTo(const Param& param, std::ostream* os);
 
@@ -73,6 +88,11 @@ void PrintTo(const Param& param, std::ostream* os);
   INSTANTIATE_TEST_SUITE_P(Inproc, suite,                                                    \
                            ::testing::ValuesIn(::conformance::ParamsFor(SOFTNDK_FABRIC_INPROC)), \
                            ::conformance::ParamName)
+// The data-path suites (datapath.hpp): every fabric x every mode x both peer forms.
+#define SOFTNDK_INSTANTIATE_DATAPATH(suite)                                                  \
+  INSTANTIATE_TEST_SUITE_P(                                                                  \
+      Inproc, suite, ::testing::ValuesIn(::conformance::DataPathParamsFor(SOFTNDK_FABRIC_INPROC)), \
+      ::conformance::ParamName)
 
 // ----------------------------------------------------------------------- status text --
 
@@ -81,6 +101,9 @@ std::string VersionText(NDK_VERSION version);
 
 // A monotonically increasing stamp shared by every recorder, to check callback order.
 uint64_t NextStamp();
+
+// Polls `done` every millisecond until it holds; false after `timeout`.
+bool WaitUntil(const std::function<bool()>& done, Millis timeout = kWait);
 
 // True on a thread that is running one of the harness's callbacks. The helpers never wait
 // there (a provider thread waiting for its own queue would deadlock).
@@ -181,11 +204,52 @@ struct EventCounter {
   std::atomic<int> count{0};
   std::atomic<bool> wrong_context{false};
   std::atomic<uint64_t> last_stamp{0};
+  std::atomic<NTSTATUS> last_status{STATUS_PENDING};
+  std::atomic<int> running{0};          // callbacks executing right now
+  std::atomic<bool> overlapped{false};  // two ran at once (R072)
   std::function<void(NTSTATUS)> hook;  // runs inside the callback
+  // Waits (bounded) until `n` callbacks have been counted.
+  bool WaitCount(int n, Millis timeout = kWait) const;
 };
 VOID CountCqNotification(PVOID context, NTSTATUS status);
 VOID CountSrqNotification(PVOID context, NTSTATUS status);
 VOID CountConnectEvent(PVOID context, NDK_CONNECTOR* connector);
+
+class TestAdapter;
+
+// The connect events of one listener: every connector handed over is checked (R021-R024)
+// and tracked by its adapter (closed at teardown), then queued for the test (R173).
+class ConnectEvents {
+ public:
+  explicit ConnectEvents(TestAdapter& adapter) : adapter_(adapter) {}
+  static VOID OnConnect(PVOID context, NDK_CONNECTOR* connector);
+  // The next connector not yet taken; null after `timeout`.
+  NDK_CONNECTOR* Next(Millis timeout = kWait);
+  int count() const { return count_.load(); }
+  uint64_t last_stamp() const { return last_stamp_.load(); }
+  // Runs inside the callback, after the connector is tracked.
+  std::function<void(NDK_CONNECTOR*)> hook;
+
+ private:
+  TestAdapter& adapter_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<NDK_CONNECTOR*> queue_;
+  std::atomic<int> count_{0};
+  std::atomic<uint64_t> last_stamp_{0};
+};
+
+// The disconnect events of one connection (plain or Ex form, R169, R170).
+struct DisconnectEvents {
+  std::atomic<int> count{0};
+  std::atomic<ULONG> reason{0xFFFFFFFFu};  // the Ex form's ProviderDisconnectReason
+  std::atomic<bool> wrong_context{false};
+  std::atomic<uint64_t> last_stamp{0};
+  std::function<void()> hook;  // runs inside the callback
+  static VOID On(PVOID context);
+  static VOID OnEx(PVOID context, ULONG reason);
+  bool WaitCount(int n, Millis timeout = kWait) const;
+};
 
 // ------------------------------------------------------------------------ memory --
 
@@ -198,8 +262,11 @@ class TestBuffer {
   TestBuffer& operator=(const TestBuffer&) = delete;
   MDL* mdl() const { return mdl_; }
   size_t length() const { return length_; }
+  // The first byte the MDL describes.
+  unsigned char* data() const { return memory_ == nullptr ? nullptr : memory_ + offset_; }
 
  private:
+  size_t offset_ = 0;
   unsigned char* memory_ = nullptr;
   MDL* mdl_ = nullptr;
   size_t length_;
@@ -318,6 +385,8 @@ class TestAdapter {
   Created<NDK_CONNECTOR> TryCreateConnector(Hook hook = {});
   Created<NDK_LISTENER> TryCreateListener(EventCounter* events = nullptr, Hook hook = {},
                                           bool null_event = false);
+  // A listener whose connect events hand their connectors to `events`.
+  Created<NDK_LISTENER> TryCreateListenerWith(ConnectEvents* events, Hook hook = {});
   Created<NDK_MR> TryCreateMr(NDK_PD* pd, bool fast_register, Hook hook = {});
   Created<NDK_MW> TryCreateMw(NDK_PD* pd, Hook hook = {});
   Created<NDK_SRQ> TryCreateSrq(NDK_PD* pd, ULONG depth, ULONG max_sge, ULONG threshold,
@@ -385,6 +454,8 @@ class TestAdapter {
   bool IsOpen(NDK_OBJECT_HEADER* header) const;
   // Registers an object handed over outside the helpers.
   void Track(NDK_OBJECT_HEADER* header);
+  // Checks an object handed over by an event (R021-R024) and tracks it.
+  void TrackHandedOver(NDK_OBJECT_HEADER* header, NDK_OBJECT_TYPE type, const std::string& what);
   // Objects tracked and not yet being closed.
   size_t OpenObjects() const;
 
