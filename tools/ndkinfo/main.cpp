@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/cli.hpp"
 #include "ndk/softndk.h"
 
 namespace {
@@ -285,17 +286,8 @@ ordered_json to_json(const std::vector<Adapter>& adapters, size_t total, const s
   return root;
 }
 
-// --help and --version exit 0; anything wrong on the command line is one line, exit 2.
 std::optional<int> parse(CLI::App& app, int argc, char** argv) {
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::Success& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "{}: {} (see {} --help)\n", kTool, e.what(), kTool);
-    return 2;
-  }
-  return std::nullopt;
+  return softndk::tools::parse(kTool, app, argc, argv);
 }
 
 }  // namespace

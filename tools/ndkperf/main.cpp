@@ -43,6 +43,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/cli.hpp"
 #include "ndk/softndk.h"
 #include "perf/clock.hpp"
 #include "perf/engine.hpp"
@@ -63,23 +64,11 @@ constexpr uint64_t kSweepMax = 8ull << 20;         // -a: 1 B .. 8 MiB
 constexpr uint64_t kMaxIterations = 1ull << 40;
 constexpr uint64_t kMaxSamples = 1ull << 26;       // latency: the engine keeps a sample of each
 
-// --help and --version exit 0; anything wrong on the command line is one line, exit 2.
 std::optional<int> parse(CLI::App& app, int argc, char** argv) {
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::Success& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "{}: {} (see {} --help)\n", kTool, e.what(), kTool);
-    return 2;
-  }
-  return std::nullopt;
+  return softndk::tools::parse(kTool, app, argc, argv);
 }
 
-int usage_error(const std::string& what) {
-  fmt::print(stderr, "{}: {}\n", kTool, what);
-  return 2;
-}
+int usage_error(const std::string& what) { return softndk::tools::usage_error(kTool, what); }
 
 std::string size_text(uint64_t n) {
   if (n >= (1u << 20) && n % (1u << 20) == 0) return fmt::format("{} MiB", n >> 20);

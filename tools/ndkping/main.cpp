@@ -33,6 +33,7 @@
 
 #include <fmt/format.h>
 
+#include "common/cli.hpp"
 #include "ndk/softndk.h"
 #include "perf/pair.hpp"
 #include "perf/stop.hpp"
@@ -317,23 +318,11 @@ bool Pinger::iteration(uint64_t seq) {
   return ok;
 }
 
-// --help and --version exit 0; anything wrong on the command line is one line, exit 2.
 std::optional<int> parse(CLI::App& app, int argc, char** argv) {
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::Success& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "{}: {} (see {} --help)\n", kTool, e.what(), kTool);
-    return 2;
-  }
-  return std::nullopt;
+  return softndk::tools::parse(kTool, app, argc, argv);
 }
 
-int usage_error(const std::string& what) {
-  fmt::print(stderr, "{}: {}\n", kTool, what);
-  return 2;
-}
+int usage_error(const std::string& what) { return softndk::tools::usage_error(kTool, what); }
 
 }  // namespace
 
