@@ -26,7 +26,7 @@ extern "C" {
 /* The fabric that carries an adapter's traffic. */
 typedef enum _SOFTNDK_FABRIC {
     SOFTNDK_FABRIC_INPROC = 1, /* adapters of one process, memory to memory (the default) */
-    SOFTNDK_FABRIC_TCP = 2,    /* iWARP over the kernel's TCP (not yet available) */
+    SOFTNDK_FABRIC_TCP = 2,    /* iWARP (RDMAP/DDP/MPA) over the kernel's TCP: the host's interfaces */
     SOFTNDK_FABRIC_SHM = 3     /* shared memory between processes (not yet available) */
 } SOFTNDK_FABRIC;
 

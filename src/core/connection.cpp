@@ -318,6 +318,15 @@ void Connector::peer_aborted() {
   }
 }
 
+void Connector::connect_failed(NTSTATUS status) {
+  std::lock_guard lock(mutex_);
+  if (state_ != State::kConnecting) return;
+  stop_timer_locked();
+  state_ = State::kFailed;
+  release_attempt_locked();  // retryable (R160)
+  adapter().finish_pending(this, connect_request_, status);
+}
+
 void Connector::peer_disconnected(NTSTATUS status) {
   std::lock_guard lock(mutex_);
   if (state_ != State::kConnected) return;

@@ -116,6 +116,7 @@ class Connector final : public Object, public fabric::ConnectorEvents {
   void peer_rejected(std::span<const uint8_t> private_data) override;
   void peer_completed() override;
   void peer_aborted() override;
+  void connect_failed(NTSTATUS status) override;
   void peer_disconnected(NTSTATUS status) override;
 
  protected:

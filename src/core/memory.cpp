@@ -137,4 +137,36 @@ size_t copy_extents(const ExtentList& to, const ExtentList& from) {
   return copied;
 }
 
+namespace {
+// Calls each(piece, position in `bytes`) for the pieces of [offset, offset + n) of `list`.
+template <class F>
+size_t for_range(const ExtentList& list, uint64_t offset, size_t n, F&& each) {
+  size_t done = 0;
+  for (ULONG i = 0; i < list.count() && done < n; ++i) {
+    const Extent& e = list.begin()[i];
+    if (offset >= e.length) {
+      offset -= e.length;
+      continue;
+    }
+    const size_t take = std::min<size_t>(e.length - offset, n - done);
+    each(e.data + offset, done, take);
+    done += take;
+    offset = 0;
+  }
+  return done;
+}
+}  // namespace
+
+size_t copy_to_extents(const ExtentList& to, uint64_t offset, std::span<const uint8_t> from) {
+  return for_range(to, offset, from.size(), [&](uint8_t* piece, size_t at, size_t n) {
+    std::memcpy(piece, from.data() + at, n);
+  });
+}
+
+size_t copy_from_extents(std::span<uint8_t> to, const ExtentList& from, uint64_t offset) {
+  return for_range(from, offset, to.size(), [&](uint8_t* piece, size_t at, size_t n) {
+    std::memcpy(to.data() + at, piece, n);
+  });
+}
+
 }  // namespace softndk

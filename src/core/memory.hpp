@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <shared_mutex>
+#include <span>
 
 #include "ndk/ndkpi.h"
 
@@ -99,5 +100,10 @@ NTSTATUS resolve_remote(Adapter& adapter, const Pd& pd, uint32_t token, uint64_t
 
 // Copies from one extent list into another; returns the bytes copied (the smaller total).
 size_t copy_extents(const ExtentList& to, const ExtentList& from);
+// Copies `from` to `offset` of the memory `to` describes; returns the bytes copied (fewer
+// when it runs past the end).
+size_t copy_to_extents(const ExtentList& to, uint64_t offset, std::span<const uint8_t> from);
+// Copies from `offset` of the memory `from` describes into `to`; returns the bytes copied.
+size_t copy_from_extents(std::span<uint8_t> to, const ExtentList& from, uint64_t offset);
 
 }  // namespace softndk

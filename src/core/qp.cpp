@@ -90,7 +90,8 @@ Qp::Qp(Pd& pd, Cq& receive_cq, Cq& initiator_cq, Srq* srq, PVOID context, const 
       srq_(srq),
       context_(context),
       limits_(limits),
-      receives_(srq != nullptr ? 1 : limits.receive_depth, srq != nullptr ? 1 : limits.receive_sge) {}
+      receives_(srq != nullptr ? 1 : limits.receive_depth, srq != nullptr ? 1 : limits.receive_sge),
+      outstanding_(limits.initiator_depth) {}
 
 NTSTATUS Qp::check_initiator(ULONG flags, ULONG allowed_flags, const NDK_SGE* sgl, ULONG count,
                              bool inline_allowed) const {
@@ -109,6 +110,10 @@ NTSTATUS Qp::check_initiator(ULONG flags, ULONG allowed_flags, const NDK_SGE* sg
     return STATUS_INVALID_DEVICE_STATE;  // R116, R117, R204
   // Not connected (yet, or any more): fails inline (R077).
   if (state_.load(std::memory_order_acquire) != kConnected) return STATUS_CONNECTION_INVALID;
+  // Every slot of the initiator queue holds a request still in flight (R091).
+  if (outstanding_tail_.load(std::memory_order_relaxed) -
+          outstanding_head_.load(std::memory_order_acquire) >= outstanding_.size())
+    return STATUS_INSUFFICIENT_RESOURCES;
   return STATUS_SUCCESS;
 }
 
@@ -137,6 +142,49 @@ void Qp::complete_initiator(PVOID request_context, NDK_OPERATION_TYPE type, NTST
   initiator_cq_.push(result, false);
 }
 
+template <class Start>
+void Qp::submit(const Outstanding& request, NTSTATUS gathered, AccessGuard& guard, Start&& start) {
+  if (!NT_SUCCESS(gathered)) {
+    guard.release();
+    complete_initiator(request.request_context, request.type, gathered, request.flags);
+    return;
+  }
+  // Published before the fabric sees the request: its completion may come from another
+  // thread before start() returns. check_initiator made room.
+  const size_t tail = outstanding_tail_.load(std::memory_order_relaxed);
+  outstanding_[tail % outstanding_.size()] = request;
+  outstanding_tail_.store(tail + 1, std::memory_order_release);
+  NTSTATUS status = start();
+  guard.release();  // before completing: a local invalidation needs the region unpinned
+  if (status == STATUS_PENDING) return;
+  // Finished within the call: a fabric that does so has nothing else outstanding, so the
+  // slot is still ours to take back.
+  outstanding_tail_.store(tail, std::memory_order_relaxed);
+  if (!NT_SUCCESS(status) && status != STATUS_CANCELLED) fail(status);
+  finish_initiator(request, status);
+}
+
+void Qp::finish_initiator(const Outstanding& request, NTSTATUS status) {
+  // Read with local invalidate: the first SGE's region is invalidated after a success
+  // (R094); a token naming a registered (not fast-registered) region is left alone.
+  if (NT_SUCCESS(status) && request.invalidate_token != 0)
+    invalidate_token(request.invalidate_token, /*remote=*/false);
+  if (NT_SUCCESS(status) && (request.flags & NDK_OP_FLAG_SILENT_SUCCESS)) return;  // R080
+  NDK_RESULT_EX result{};
+  result.Status = status;
+  result.QPContext = context_;
+  result.RequestContext = request.request_context;
+  result.Type = request.type;
+  initiator_cq_.push(result, false);
+}
+
+void Qp::initiator_completed(NTSTATUS status) {
+  const size_t head = outstanding_head_.load(std::memory_order_relaxed);
+  const Outstanding request = outstanding_[head % outstanding_.size()];
+  outstanding_head_.store(head + 1, std::memory_order_release);
+  finish_initiator(request, status);
+}
+
 void Qp::fail(NTSTATUS status) {
   // Terminates the connection (the peer learns of it) and enters the error state.
   if (connection_) connection_->terminate(side_, status);
@@ -150,15 +198,13 @@ NTSTATUS Qp::post_send(PVOID request_context, const NDK_SGE* sgl, ULONG count, U
                              NDK_OP_FLAG_DEFER;
   NTSTATUS status = check_initiator(flags, kAllowed, sgl, count, /*inline_allowed=*/true);
   if (!NT_SUCCESS(status)) return status;
-  {
-    AccessGuard guard;
-    status = gather(sgl, count, flags, /*need=*/0, *initiator_extents_, guard);
-    if (NT_SUCCESS(status))
-      status = connection_->send(side_, *initiator_extents_,
-                                 (flags & NDK_OP_FLAG_SEND_AND_SOLICIT_EVENT) != 0, invalidate,
-                                 invalidate_token);
-  }
-  complete_initiator(request_context, NdkOperationTypeSend, status, flags);  // R095
+  AccessGuard guard;
+  status = gather(sgl, count, flags, /*need=*/0, *initiator_extents_, guard);
+  submit({request_context, NdkOperationTypeSend, flags, 0}, status, guard, [&] {  // R095
+    return connection_->send(side_, *initiator_extents_,
+                             (flags & NDK_OP_FLAG_SEND_AND_SOLICIT_EVENT) != 0, invalidate,
+                             invalidate_token, (flags & NDK_OP_FLAG_READ_FENCE) != 0);
+  });
   return STATUS_SUCCESS;
 }
 
@@ -168,12 +214,12 @@ NTSTATUS Qp::post_write(PVOID request_context, const NDK_SGE* sgl, ULONG count, 
                              NDK_OP_FLAG_DEFER | NDK_OP_FLAG_INLINE;  // INLINE: §7 item 15
   NTSTATUS status = check_initiator(flags, kAllowed, sgl, count, /*inline_allowed=*/true);
   if (!NT_SUCCESS(status)) return status;
-  {
-    AccessGuard guard;
-    status = gather(sgl, count, flags, /*need=*/0, *initiator_extents_, guard);
-    if (NT_SUCCESS(status)) status = connection_->write(side_, *initiator_extents_, token, address);
-  }
-  complete_initiator(request_context, NdkOperationTypeWrite, status, flags);
+  AccessGuard guard;
+  status = gather(sgl, count, flags, /*need=*/0, *initiator_extents_, guard);
+  submit({request_context, NdkOperationTypeWrite, flags, 0}, status, guard, [&] {
+    return connection_->write(side_, *initiator_extents_, token, address,
+                              (flags & NDK_OP_FLAG_READ_FENCE) != 0);
+  });
   return STATUS_SUCCESS;
 }
 
@@ -184,18 +230,16 @@ NTSTATUS Qp::post_read(PVOID request_context, const NDK_SGE* sgl, ULONG count, u
   if (count > adapter().info().MaxReadRequestSge) return STATUS_INVALID_PARAMETER;
   NTSTATUS status = check_initiator(flags, kAllowed, sgl, count, /*inline_allowed=*/false);
   if (!NT_SUCCESS(status)) return status;
-  {
-    AccessGuard guard;
-    status = gather(sgl, count, flags, kNeedLocalWrite, *initiator_extents_, guard);
-    // Reads run to completion here, one at a time: at most one is ever in flight, within
-    // any negotiated ORD/IRD (R178), and READ_FENCE holds trivially (R081).
-    if (NT_SUCCESS(status)) status = connection_->read(side_, *initiator_extents_, token, address);
-  }
-  // Read with local invalidate: the first SGE's region is invalidated after a success
-  // (R094); a token naming a registered (not fast-registered) region is left alone.
-  if (NT_SUCCESS(status) && (flags & NDK_OP_FLAG_RDMA_READ_LOCAL_INVALIDATE) && count > 0)
-    invalidate_token(sgl[0].MemoryRegionToken, /*remote=*/false);
-  complete_initiator(request_context, NdkOperationTypeRead, status, flags);
+  AccessGuard guard;
+  status = gather(sgl, count, flags, kNeedLocalWrite, *initiator_extents_, guard);
+  const uint32_t invalidate = (flags & NDK_OP_FLAG_RDMA_READ_LOCAL_INVALIDATE) && count > 0
+                                  ? sgl[0].MemoryRegionToken
+                                  : 0;
+  // The fabric keeps at most ORD reads in flight and honours READ_FENCE (R081, R178).
+  submit({request_context, NdkOperationTypeRead, flags, invalidate}, status, guard, [&] {
+    return connection_->read(side_, *initiator_extents_, token, address,
+                             (flags & NDK_OP_FLAG_READ_FENCE) != 0);
+  });
   return STATUS_SUCCESS;
 }
 
@@ -310,8 +354,8 @@ void Qp::complete_receive(const PostedReceive& receive, NTSTATUS status, size_t 
 }
 
 void Qp::flush() {
-  // Every pending receive completes with STATUS_CANCELLED, in posting order (R101). The
-  // initiator queue has nothing pending: requests run to completion when posted.
+  // Every pending receive completes with STATUS_CANCELLED, in posting order (R101).
+  // Initiator requests a fabric holds are its to flush when the connection ends.
   receives_.drain([this](const PostedReceive& receive) {
     complete_receive(receive, STATUS_CANCELLED, 0, false, 0);
   });
@@ -339,31 +383,55 @@ void Qp::connection_ended(NTSTATUS status) {
 fabric::QpEndpoint::SendOutcome Qp::deliver_send(const ExtentList& data, bool solicited,
                                                  bool invalidate, uint32_t token) {
   PostedReceive receive;
-  bool have = srq_ != nullptr ? srq_->take(receive) : receives_.pop(receive);
-  if (!have) return {kNoReceive, true};  // iWARP terminates (docs/DATAPATH.md)
+  if (!take_receive(receive)) return {kNoReceive, true};  // iWARP terminates (docs/DATAPATH.md)
   ExtentList& into = *receive_extents_;
   into.clear();
-  size_t copied;
+  size_t copied = 0;
+  NTSTATUS placed;
   {
     AccessGuard guard;
-    NTSTATUS status = resolve_local(adapter(), pd_, receive.sge, receive.count, kNeedLocalWrite, into, guard);
-    if (!NT_SUCCESS(status)) {
-      complete_receive(receive, status, 0, solicited, 0);
-      return {STATUS_CONNECTION_ABORTED, true};
+    placed = resolve_local(adapter(), pd_, receive.sge, receive.count, kNeedLocalWrite, into, guard);
+    if (NT_SUCCESS(placed)) {
+      copied = copy_extents(into, data);  // the only copy
+      if (data.total() > into.total()) placed = STATUS_BUFFER_OVERFLOW;
     }
-    copied = copy_extents(into, data);  // the only copy
   }
-  if (data.total() > into.total()) {
-    complete_receive(receive, STATUS_BUFFER_OVERFLOW, copied, solicited, 0);
+  return finish_receive(receive, placed, copied, solicited, invalidate, token);
+}
+
+bool Qp::take_receive(PostedReceive& receive) {
+  return srq_ != nullptr ? srq_->take(receive) : receives_.pop(receive);
+}
+
+NTSTATUS Qp::place_receive(const PostedReceive& receive, uint64_t offset,
+                           std::span<const uint8_t> bytes) {
+  ExtentList& into = *receive_extents_;
+  into.clear();
+  AccessGuard guard;
+  NTSTATUS status = resolve_local(adapter(), pd_, receive.sge, receive.count, kNeedLocalWrite, into, guard);
+  if (!NT_SUCCESS(status)) return status;
+  return copy_to_extents(into, offset, bytes) == bytes.size() ? STATUS_SUCCESS
+                                                              : STATUS_BUFFER_OVERFLOW;
+}
+
+fabric::QpEndpoint::SendOutcome Qp::finish_receive(const PostedReceive& receive, NTSTATUS placed,
+                                                   size_t bytes, bool solicited, bool invalidate,
+                                                   uint32_t token) {
+  if (placed == STATUS_BUFFER_OVERFLOW) {
+    complete_receive(receive, STATUS_BUFFER_OVERFLOW, bytes, solicited, 0);
     return {STATUS_BUFFER_OVERFLOW, true};
+  }
+  if (!NT_SUCCESS(placed)) {  // the receive's own SGEs are invalid here
+    complete_receive(receive, placed, 0, solicited, 0);
+    return {STATUS_CONNECTION_ABORTED, true};
   }
   // Remote invalidation happens before the receive completes (R096); a token naming
   // nothing invalidatable aborts the connection (R099).
   if (invalidate && !invalidate_token(token, /*remote=*/true)) {
-    complete_receive(receive, STATUS_ACCESS_VIOLATION, copied, solicited, 0);
+    complete_receive(receive, STATUS_ACCESS_VIOLATION, bytes, solicited, 0);
     return {STATUS_ACCESS_VIOLATION, true};
   }
-  complete_receive(receive, STATUS_SUCCESS, copied, solicited, invalidate ? token : 0);
+  complete_receive(receive, STATUS_SUCCESS, bytes, solicited, invalidate ? token : 0);
   return {STATUS_SUCCESS, false};
 }
 

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <memory>
+#include <span>
+#include <vector>
 
 #include "core/object.hpp"
 #include "core/receive_queue.hpp"
@@ -97,6 +99,12 @@ class Qp final : public Object, public fabric::QpEndpoint {
   NTSTATUS resolve_tagged(uint32_t token, uint64_t address, size_t length, ULONG need,
                           ExtentList& out, AccessGuard& guard) override;
   void terminated(NTSTATUS status) override { connection_ended(status); }
+  bool take_receive(PostedReceive& receive) override;
+  NTSTATUS place_receive(const PostedReceive& receive, uint64_t offset,
+                         std::span<const uint8_t> bytes) override;
+  SendOutcome finish_receive(const PostedReceive& receive, NTSTATUS placed, size_t bytes,
+                             bool solicited, bool invalidate, uint32_t token) override;
+  void initiator_completed(NTSTATUS status) override;
 
  protected:
   void on_close_requested() override { flush(); }  // R042
@@ -113,6 +121,20 @@ class Qp final : public Object, public fabric::QpEndpoint {
   // Invalidates the region or window a token of this QP's PD names (remote invalidation,
   // read with local invalidate). False when the token names nothing invalidatable.
   bool invalidate_token(uint32_t token, bool remote);
+  // An initiator request in flight: what its completion needs.
+  struct Outstanding {
+    PVOID request_context;
+    NDK_OPERATION_TYPE type;
+    ULONG flags;
+    uint32_t invalidate_token;  // a read with local invalidate: its first SGE's token
+  };
+  // Hands one request to the fabric (`start`) and completes it: at once when the fabric
+  // finished it within the call, otherwise when it reports completion (in order). The
+  // regions `guard` pins are released once the fabric has the request.
+  template <class Start>
+  void submit(const Outstanding& request, NTSTATUS gathered, AccessGuard& guard, Start&& start);
+  // Queues the completion of a finished request (local invalidation first, R094).
+  void finish_initiator(const Outstanding& request, NTSTATUS status);
   // Completes an initiator request in the initiator CQ (R075, R080); an error ends the
   // connection (the QP enters the error state).
   void complete_initiator(PVOID request_context, NDK_OPERATION_TYPE type, NTSTATUS status,
@@ -132,6 +154,11 @@ class Qp final : public Object, public fabric::QpEndpoint {
   // used by one thread at a time (R067), so the data path allocates nothing.
   std::unique_ptr<ExtentList> initiator_extents_ = std::make_unique<ExtentList>();
   std::unique_ptr<ExtentList> receive_extents_ = std::make_unique<ExtentList>();
+  // Requests a fabric completes later, oldest first: a ring of initiator_depth entries
+  // that the consumer's thread fills (tail) and the fabric's completions drain (head).
+  std::vector<Outstanding> outstanding_;
+  std::atomic<size_t> outstanding_head_{0};
+  std::atomic<size_t> outstanding_tail_{0};
   std::atomic<int> state_{kIdle};
   std::atomic<bool> claimed_{false};
   std::shared_ptr<fabric::Connection> connection_;  // set once, before kConnected

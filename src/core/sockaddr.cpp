@@ -77,4 +77,13 @@ NTSTATUS SockAddr::copy_out(PSOCKADDR out, ULONG* length) const {
   return STATUS_SUCCESS;
 }
 
+SockAddr::Key SockAddr::key() const {
+  Key key{family(), {}, port()};
+  if (family() == AF_INET)
+    std::memcpy(key.ip.data(), &inet_.Ipv4.sin_addr, 4);
+  else
+    std::memcpy(key.ip.data(), &inet_.Ipv6.sin6_addr, 16);
+  return key;
+}
+
 }  // namespace softndk

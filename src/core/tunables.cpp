@@ -16,6 +16,7 @@ bool is_number(const std::string& v) {
     if (!std::isdigit(static_cast<unsigned char>(c))) return false;
   return true;
 }
+bool is_flag(const std::string& v) { return v == "0" || v == "1"; }
 bool is_positive(const std::string& v) { return is_number(v) && std::stoull(v) > 0; }
 bool is_sge_count(const std::string& v) { return is_positive(v) && std::stoull(v) <= 64; }
 bool is_mode(const std::string& v) {
@@ -53,6 +54,17 @@ const Tunable kTable[] = {
      is_number},
     {"max_callee_data", "148", "MaxCalleeData: private data bytes an accept or reject may carry",
      is_number},
+    {"iwarp_mpa_revision", "2",
+     "iWARP fabric: the MPA revision a Connect offers (2: RFC 6581 enhanced setup with "
+     "IRD/ORD and peer-to-peer RTR; 1: RFC 5044)",
+     [](const std::string& v) { return v == "1" || v == "2"; }},
+    {"iwarp_crc", "1",
+     "iWARP fabric: ask for the MPA CRC32c on every FPDU (either side asking turns it on)",
+     is_flag},
+    {"iwarp_peer_to_peer", "1",
+     "iWARP fabric: a Connect asks for RFC 6581 peer-to-peer mode, whose RTR message "
+     "completes the passive side's Accept",
+     is_flag},
     {"connect_timeout_ms", "30000",
      "How long a Connect waits for the peer's answer, and an Accept for the peer's "
      "CompleteConnect, before failing with STATUS_IO_TIMEOUT",

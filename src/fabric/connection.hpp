@@ -13,6 +13,7 @@
 #include <span>
 
 #include "core/memory.hpp"
+#include "core/receive_queue.hpp"
 #include "core/sockaddr.hpp"
 
 namespace softndk::fabric {
@@ -33,6 +34,9 @@ class ConnectorEvents {
   virtual void peer_completed() = 0;
   // The peer gave up before the connection was established (closed, rejected late).
   virtual void peer_aborted() = 0;
+  // Active side, before the peer answered: the transport failed to reach a listener
+  // (STATUS_CONNECTION_REFUSED, STATUS_HOST_UNREACHABLE, STATUS_NETWORK_UNREACHABLE, ...).
+  virtual void connect_failed(NTSTATUS status) = 0;
   // The established connection ended: the peer disconnected (status success) or it was
   // terminated by an error (the status every outstanding request of ours completes with).
   virtual void peer_disconnected(NTSTATUS status) = 0;
@@ -56,6 +60,24 @@ class QpEndpoint {
                                   ExtentList& out, AccessGuard& guard) = 0;
   // The peer terminated the connection with an error.
   virtual void terminated(NTSTATUS status) = 0;
+
+  // ---- an untagged message arriving in segments (fabrics with a wire) ----
+  // Takes the next posted receive (of the QP, or of its SRQ) for a new message; false
+  // when none is posted.
+  virtual bool take_receive(PostedReceive& receive) = 0;
+  // Copies `bytes` to `offset` of the message in the receive's buffers.
+  // STATUS_ACCESS_VIOLATION: the receive's SGEs are not valid at this side;
+  // STATUS_BUFFER_OVERFLOW: the message runs past the buffers (what fits is placed).
+  virtual NTSTATUS place_receive(const PostedReceive& receive, uint64_t offset,
+                                 std::span<const uint8_t> bytes) = 0;
+  // The message ended: completes the receive with the placement's status and the bytes
+  // placed, after invalidating `token` when asked (send with invalidate).
+  virtual SendOutcome finish_receive(const PostedReceive& receive, NTSTATUS placed, size_t bytes,
+                                     bool solicited, bool invalidate, uint32_t token) = 0;
+
+  // The oldest initiator request that the fabric took with STATUS_PENDING completed with
+  // `status`. Called in posting order, by one thread at a time, never under a fabric lock.
+  virtual void initiator_completed(NTSTATUS status) = 0;
 };
 
 // One connection between two connectors, shared by both sides. Side 0 is the active
@@ -94,12 +116,19 @@ class Connection {
   // `side` leaves (its connector is closing): no event reaches it after this returns.
   virtual void detach(Side side) = 0;
 
-  // Data path, initiated by `side` (already validated and resolved locally).
-  // Each returns the status of the request; in-process fabrics complete synchronously.
+  // Data path, initiated by `side` (already validated and resolved locally). Each returns
+  // the request's final status when it completed within the call (the in-process fabric
+  // always does), or STATUS_PENDING: the fabric keeps what it needs of `data` (the extents,
+  // not the bytes) and completes it later through the QP's initiator_completed, in posting
+  // order; a request still outstanding when the connection ends completes
+  // STATUS_CANCELLED, before detach() returns at the latest.
+  // `fence`: the request starts only once every earlier read has completed (READ_FENCE).
   virtual NTSTATUS send(Side side, const ExtentList& data, bool solicited, bool invalidate,
-                        uint32_t token) = 0;
-  virtual NTSTATUS write(Side side, const ExtentList& data, uint32_t token, uint64_t address) = 0;
-  virtual NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address) = 0;
+                        uint32_t token, bool fence) = 0;
+  virtual NTSTATUS write(Side side, const ExtentList& data, uint32_t token, uint64_t address,
+                         bool fence) = 0;
+  virtual NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address,
+                        bool fence) = 0;
 };
 
 // The core's face of a listener: a connect request for its address. Returns the status

@@ -1,6 +1,7 @@
 #include "fabric/fabric.hpp"
 
 #include "fabric/inproc/inproc_fabric.hpp"
+#include "fabric/tcp/tcp_fabric.hpp"
 
 namespace softndk::fabric {
 
@@ -16,6 +17,8 @@ Fabric* find(SOFTNDK_FABRIC kind) {
   return nullptr;
 }
 
-std::vector<Fabric*> all() { return {&inproc::InprocFabric::instance()}; }
+std::vector<Fabric*> all() {
+  return {&inproc::InprocFabric::instance(), &tcp::TcpFabric::instance()};
+}
 
 }  // namespace softndk::fabric

@@ -26,7 +26,7 @@ class Interface {
   virtual std::vector<SockAddr> addresses() const = 0;
 
   // Whether `address` (port ignored) is one of this interface's addresses.
-  bool owns(const SockAddr& address) const;
+  virtual bool owns(const SockAddr& address) const;
 
   // Reserves a local address:port for a listener, shared endpoint or connection
   // (port 0: an ephemeral port in 49152-65535, written back into `address`).

@@ -11,6 +11,8 @@
 // returns promptly (R065). Every wait is bounded.
 #pragma once
 
+#include <unistd.h>
+
 #include <arpa/inet.h>
 
 #include <initializer_list>
@@ -210,7 +212,9 @@ class DataPathTest : public ConformanceTest {
   NDK_PD* pd_ = nullptr;
 
  private:
-  uint16_t next_port_ = 7000;
+  // Fixed per test; on a real host (TCP) spread by process, so that tests running in
+  // parallel on ::1 use distinct ports (below the kernel's ephemeral range).
+  uint16_t next_port_ = static_cast<uint16_t>(7000 + (getpid() % 2000) * 12);
   std::deque<std::unique_ptr<TestBuffer>> buffers_;
   std::deque<LocalRegion> regions_;
   std::deque<std::unique_ptr<EventCounter>> counters_;

@@ -1,6 +1,7 @@
 #include "harness.hpp"
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -66,9 +67,34 @@ bool CreateInprocHost(TestHost* host) {
 
 NTSTATUS DestroyInprocHost(const TestHost& host) { return SoftNdkDestroyInprocHost(host.if_index); }
 
+// TCP hosts: the machine's loopback interface, each host with its own 127.x.y.z (the
+// kernel routes all of 127.0.0.0/8 to "lo") so that tests running in parallel processes
+// never meet on a port; IPv6 is ::1 for all (DataPathTest spreads its ports by process).
+bool CreateTcpHost(TestHost* host) {
+  static std::atomic<uint32_t> next{0};
+  const ULONG lo = if_nametoindex("lo");
+  if (lo == 0) {
+    ADD_FAILURE() << "no loopback interface";
+    return false;
+  }
+  const uint32_t n = (static_cast<uint32_t>(getpid()) * 64 + next.fetch_add(1)) % 0xFFFFFE + 1;
+  host->fabric = SOFTNDK_FABRIC_TCP;
+  host->if_index = lo;
+  host->v4 = {};
+  host->v4.Ipv4.sin_family = AF_INET;
+  host->v4.Ipv4.sin_addr.s_addr = htonl(0x7F000000u | n);
+  host->v6 = {};
+  host->v6.Ipv6.sin6_family = AF_INET6;
+  host->v6.Ipv6.sin6_addr = in6addr_loopback;
+  return true;
+}
+
+NTSTATUS DestroyTcpHost(const TestHost&) { return STATUS_SUCCESS; }
+
 // The fabrics the suite runs over (see SOFTNDK_INSTANTIATE_CONFORMANCE).
 const FabricTraits kFabrics[] = {
     {SOFTNDK_FABRIC_INPROC, "Inproc", CreateInprocHost, DestroyInprocHost},
+    {SOFTNDK_FABRIC_TCP, "Tcp", CreateTcpHost, DestroyTcpHost},
 };
 
 const FabricTraits* TraitsOf(SOFTNDK_FABRIC fabric) {

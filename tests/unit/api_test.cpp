@@ -49,9 +49,17 @@ TEST_F(Api, EnumerationListsTheLoopbackHostAndNewHostsWithTheirAddresses) {
   std::vector<SOFTNDK_ADAPTER_DESCRIPTION> list(count);
   ULONG capacity = count;
   ASSERT_EQ(SoftNdkEnumerateAdapters(list.data(), &capacity), STATUS_SUCCESS);
-  bool found_loopback = false, found_new = false;
+  bool found_loopback = false, found_new = false, found_tcp_loopback = false;
   for (const auto& d : list) {
-    EXPECT_EQ(d.Fabric, SOFTNDK_FABRIC_INPROC);
+    ASSERT_TRUE(d.Fabric == SOFTNDK_FABRIC_INPROC || d.Fabric == SOFTNDK_FABRIC_TCP);
+    if (d.Fabric == SOFTNDK_FABRIC_TCP) {
+      // The host's own interfaces; loopback ("lo") with 127.0.0.1 always.
+      for (ULONG i = 0; i < d.AddressCount; ++i)
+        if (d.Addresses[i].si_family == AF_INET &&
+            d.Addresses[i].Ipv4.sin_addr.s_addr == htonl(INADDR_LOOPBACK))
+          found_tcp_loopback = true;
+      continue;
+    }
     if (d.IfIndex == 1) found_loopback = std::string(d.Name) == "inproc-lo" && d.AddressCount == 2;
     if (d.IfIndex == index) {
       found_new = std::string(d.Name) == "api-enum" && d.AddressCount == 2 &&
@@ -60,6 +68,7 @@ TEST_F(Api, EnumerationListsTheLoopbackHostAndNewHostsWithTheirAddresses) {
   }
   EXPECT_TRUE(found_loopback);
   EXPECT_TRUE(found_new);
+  EXPECT_TRUE(found_tcp_loopback);
   ULONG one = 1;
   EXPECT_EQ(SoftNdkEnumerateAdapters(list.data(), &one), STATUS_BUFFER_TOO_SMALL);
   EXPECT_EQ(one, count);
@@ -94,7 +103,9 @@ TEST_F(Api, OpenRefusesUnknownInterfacesFabricsAndBadOptions) {
   NDK_ADAPTER* a = nullptr;
   EXPECT_EQ(SoftNdkOpenAdapter(987654, NDK_VERSION{1, 1}, nullptr, &a), STATUS_NOT_FOUND);
   SOFTNDK_OPEN_OPTIONS tcp{sizeof(tcp), SOFTNDK_FABRIC_TCP, SOFTNDK_COMPLETION_DEFAULT, 0};
-  EXPECT_EQ(SoftNdkOpenAdapter(1, NDK_VERSION{1, 1}, &tcp, &a), STATUS_NOT_FOUND);  // not built yet
+  EXPECT_EQ(SoftNdkOpenAdapter(987654, NDK_VERSION{1, 1}, &tcp, &a), STATUS_NOT_FOUND);
+  SOFTNDK_OPEN_OPTIONS shm{sizeof(shm), SOFTNDK_FABRIC_SHM, SOFTNDK_COMPLETION_DEFAULT, 0};
+  EXPECT_EQ(SoftNdkOpenAdapter(1, NDK_VERSION{1, 1}, &shm, &a), STATUS_NOT_FOUND);  // not built yet
   SOFTNDK_OPEN_OPTIONS bad_mode{sizeof(bad_mode), SOFTNDK_FABRIC_INPROC, static_cast<SOFTNDK_COMPLETION_MODE>(9), 0};
   EXPECT_EQ(SoftNdkOpenAdapter(1, NDK_VERSION{1, 1}, &bad_mode, &a), STATUS_INVALID_PARAMETER);
   SOFTNDK_OPEN_OPTIONS short_size{4, SOFTNDK_FABRIC_INPROC, SOFTNDK_COMPLETION_DEFAULT, 0};

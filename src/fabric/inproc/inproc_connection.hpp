@@ -32,10 +32,13 @@ class InprocConnection final : public Connection,
   void terminate(Side side, NTSTATUS status) override;
   void detach(Side side) override;
 
+  // Every request runs to completion here: `fence` holds trivially.
   NTSTATUS send(Side side, const ExtentList& data, bool solicited, bool invalidate,
-                uint32_t token) override;
-  NTSTATUS write(Side side, const ExtentList& data, uint32_t token, uint64_t address) override;
-  NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address) override;
+                uint32_t token, bool fence) override;
+  NTSTATUS write(Side side, const ExtentList& data, uint32_t token, uint64_t address,
+                 bool fence) override;
+  NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address,
+                bool fence) override;
 
  private:
   // Delivers an event to `to`'s connector, pinned, outside the lock.

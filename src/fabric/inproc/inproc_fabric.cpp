@@ -16,28 +16,18 @@ constexpr uint32_t kEphemeralCount = 65536 - kEphemeralFirst;
 InprocHost::InprocHost(ULONG ifindex, std::string name, std::vector<SockAddr> addresses)
     : ifindex_(ifindex), name_(std::move(name)), addresses_(std::move(addresses)) {}
 
-InprocHost::Key InprocHost::key_of(const SockAddr& address) {
-  const SOCKADDR_INET& inet = address.inet();
-  Key key{address.family(), {}, address.port()};
-  if (address.family() == AF_INET)
-    std::memcpy(key.ip.data(), &inet.Ipv4.sin_addr, 4);
-  else
-    std::memcpy(key.ip.data(), &inet.Ipv6.sin6_addr, 16);
-  return key;
-}
-
 NTSTATUS InprocHost::reserve(SockAddr& address) {
   if (!owns(address)) return STATUS_INVALID_ADDRESS;
   std::lock_guard lock(mutex_);
   if (address.port() != 0) {
-    return reserved_.insert(key_of(address)).second ? STATUS_SUCCESS : STATUS_SHARING_VIOLATION;
+    return reserved_.insert(address.key()).second ? STATUS_SUCCESS : STATUS_SHARING_VIOLATION;
   }
   // Port 0: the next free ephemeral port, round robin so a port just released is not
   // handed out again at once.
   for (uint32_t i = 0; i < kEphemeralCount; ++i) {
     uint32_t port = kEphemeralFirst + (next_ephemeral_ + i) % kEphemeralCount;
     address.set_port(static_cast<uint16_t>(port));
-    if (reserved_.insert(key_of(address)).second) {
+    if (reserved_.insert(address.key()).second) {
       next_ephemeral_ = (port - kEphemeralFirst + 1) % kEphemeralCount;
       return STATUS_SUCCESS;
     }
@@ -48,17 +38,17 @@ NTSTATUS InprocHost::reserve(SockAddr& address) {
 
 void InprocHost::unreserve(const SockAddr& address) {
   std::lock_guard lock(mutex_);
-  reserved_.erase(key_of(address));
+  reserved_.erase(address.key());
 }
 
 void InprocHost::listen(const SockAddr& address, ListenerEvents* events) {
   std::lock_guard lock(mutex_);
-  listeners_[key_of(address)] = events;
+  listeners_[address.key()] = events;
 }
 
 void InprocHost::unlisten(const SockAddr& address) {
   std::lock_guard lock(mutex_);
-  listeners_.erase(key_of(address));
+  listeners_.erase(address.key());
 }
 
 std::shared_ptr<Connection> InprocHost::connect(const SockAddr& source,
@@ -73,7 +63,7 @@ NTSTATUS InprocHost::deliver_request(const SockAddr& destination,
   ListenerEvents* listener;
   {
     std::lock_guard lock(mutex_);
-    auto it = listeners_.find(key_of(destination));
+    auto it = listeners_.find(destination.key());
     if (it == listeners_.end()) return STATUS_CONNECTION_REFUSED;  // nobody listening
     listener = it->second;
     listener->pin();

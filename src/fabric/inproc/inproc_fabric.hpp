@@ -36,14 +36,7 @@ class InprocHost final : public Interface {
                            std::span<const uint8_t> private_data);
 
  private:
-  // (family, ip bytes, port): a value type, so that lookups allocate nothing.
-  struct Key {
-    int family;
-    std::array<unsigned char, 16> ip;
-    uint16_t port;
-    auto operator<=>(const Key&) const = default;
-  };
-  static Key key_of(const SockAddr& address);
+  using Key = SockAddr::Key;
 
   const ULONG ifindex_;
   const std::string name_;

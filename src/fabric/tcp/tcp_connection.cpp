@@ -1,0 +1,935 @@
+#include "fabric/tcp/tcp_connection.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "core/tunables.hpp"
+#include "fabric/tcp/tcp_fabric.hpp"
+
+namespace softndk::fabric::tcp {
+
+namespace {
+
+constexpr size_t kRxBuffer = 256 * 1024;
+constexpr int kSendFlags = MSG_NOSIGNAL | MSG_DONTWAIT;
+constexpr size_t kMaxEarly = 1 << 20;
+
+// The NDK status the side that detected a failure reports, and the Terminate it sends.
+TerminateInfo terminate_with(const TerminateCode& code) {
+  TerminateInfo t;
+  t.code = code;
+  return t;
+}
+
+// A resolve_tagged failure as RFC 5040 names it.
+TerminateCode code_of_tagged(NTSTATUS status) {
+  return status == STATUS_REMOTE_RESOURCES ? term::kRdmapBaseOrBounds : term::kRdmapInvalidStag;
+}
+
+void set_nodelay(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+// Appends an extent list as iovecs (the bytes stay where they are).
+void append_iov(std::vector<iovec>& out, const ExtentList& extents) {
+  out.clear();
+  for (ULONG i = 0; i < extents.count(); ++i)
+    out.push_back({extents.begin()[i].data, extents.begin()[i].length});
+}
+
+// Copies `bytes` to `offset` of the memory an iovec list describes; the bytes copied.
+size_t copy_to_iov(const std::vector<iovec>& to, uint64_t offset, std::span<const uint8_t> bytes) {
+  size_t done = 0;
+  for (const iovec& v : to) {
+    if (done == bytes.size()) break;
+    if (offset >= v.iov_len) {
+      offset -= v.iov_len;
+      continue;
+    }
+    const size_t n = std::min<size_t>(v.iov_len - offset, bytes.size() - done);
+    std::memcpy(static_cast<uint8_t*>(v.iov_base) + offset, bytes.data() + done, n);
+    done += n;
+    offset = 0;
+  }
+  return done;
+}
+
+}  // namespace
+
+MpaSettings MpaSettings::from_tunables() {
+  MpaSettings s;
+  s.revision = static_cast<uint8_t>(tunables::number("iwarp_mpa_revision"));
+  s.crc = tunables::number("iwarp_crc") != 0;
+  s.peer_to_peer = tunables::number("iwarp_peer_to_peer") != 0;
+  return s;
+}
+
+NTSTATUS status_of_terminate(const TerminateCode& code) {
+  if (code == term::kRdmapBaseOrBounds || code == term::kDdpTaggedBaseOrBounds ||
+      code == term::kRdmapToWrap || code == term::kDdpTaggedToWrap ||
+      code == term::kDdpUntaggedNoBuffer)
+    return STATUS_REMOTE_RESOURCES;
+  if (code == term::kDdpUntaggedMessageTooLong) return STATUS_BUFFER_OVERFLOW;
+  if (code.layer != term_layer::kLlp &&
+      (code.error_type == rdmap_etype::kRemoteProtection ||
+       (code.layer == term_layer::kDdp && code.error_type == ddp_etype::kTaggedBuffer)))
+    return STATUS_ACCESS_VIOLATION;  // STag unknown, not ours, rights; cannot invalidate
+  if (code == term::kMpaCrcError) return STATUS_DATA_ERROR;
+  return STATUS_CONNECTION_ABORTED;
+}
+
+// ------------------------------------------------------------------------- life --
+
+TcpConnection::TcpConnection(int fd, const SockAddr& source, const SockAddr& destination,
+                             ConnectorEvents* events)
+    : active_(true),
+      local_(source),
+      remote_(destination),
+      settings_(MpaSettings::from_tunables()),
+      fd_(fd),
+      phase_(Phase::kIdle),
+      events_(events) {}
+
+TcpConnection::TcpConnection(int fd, const SockAddr& local, const SockAddr& remote,
+                             TcpInterface* iface)
+    : active_(false),
+      local_(local),
+      remote_(remote),
+      iface_(iface),
+      settings_(MpaSettings::from_tunables()),
+      fd_(fd),
+      phase_(Phase::kAwaitRequest) {}
+
+TcpConnection::~TcpConnection() {
+  if (fd_ >= 0) close(fd_);
+}
+
+bool TcpConnection::start_passive() {
+  set_nodelay(fd_);
+  rx_buffer_.resize(kRxBuffer);
+  frame_parser_ = std::make_unique<MpaFrameParser>(MpaFrameType::kRequest);
+  std::lock_guard lock(mutex_);
+  registered_ = Engine::instance().add(fd_, EPOLLIN, shared_from_this());
+  return registered_;
+}
+
+template <class F>
+void TcpConnection::with_events(F&& deliver) {
+  ConnectorEvents* target;
+  {
+    std::lock_guard lock(mutex_);
+    target = events_;
+    if (target == nullptr) return;
+    target->pin();  // under the lock: a detaching connector cannot vanish in between
+  }
+  deliver(target);
+  target->unpin();
+}
+
+// ---------------------------------------------------------------- establishment --
+
+NTSTATUS TcpConnection::request(ULONG inbound_limit, ULONG outbound_limit,
+                                std::span<const uint8_t> private_data) {
+  std::lock_guard lock(mutex_);
+  if (local_.family() != remote_.family()) return STATUS_NETWORK_UNREACHABLE;
+  own_inbound_ = inbound_limit;
+  own_outbound_ = outbound_limit;
+  own_private_data_.assign(private_data.begin(), private_data.end());
+  MpaFrame& f = request_frame_;
+  f.type = MpaFrameType::kRequest;
+  f.revision = settings_.revision;
+  f.enhanced = settings_.revision == kMpaRevision2;
+  f.crc = settings_.crc;
+  f.v2.ird = static_cast<uint16_t>(std::min<ULONG>(inbound_limit, 0x3fff));
+  f.v2.ord = static_cast<uint16_t>(std::min<ULONG>(outbound_limit, 0x3fff));
+  f.v2.peer_to_peer = f.enhanced && settings_.peer_to_peer;
+  f.v2.rtr = f.v2.peer_to_peer ? rtr::kZeroLengthWrite | rtr::kZeroLengthRead : 0;
+  f.private_data = own_private_data_;
+  raw_.resize(mpa_frame_size(f));
+  if (raw_.empty() || encode_mpa_frame(f, raw_) == 0) return STATUS_INVALID_PARAMETER;
+  raw_sent_ = 0;
+  rx_buffer_.resize(kRxBuffer);
+  frame_parser_ = std::make_unique<MpaFrameParser>(MpaFrameType::kReply);
+  set_nodelay(fd_);
+  if (::connect(fd_, remote_.sockaddr(), remote_.length()) != 0 && errno != EINPROGRESS)
+    return status_of_errno(errno);
+  phase_ = Phase::kTcpConnecting;
+  registered_ = Engine::instance().add(fd_, EPOLLOUT | EPOLLIN, shared_from_this());
+  if (!registered_) return STATUS_INSUFFICIENT_RESOURCES;
+  want_output_ = true;
+  return STATUS_PENDING;
+}
+
+void TcpConnection::on_connected() {
+  int error = 0;
+  socklen_t length = sizeof error;
+  getsockopt(fd_, SOL_SOCKET, SO_ERROR, &error, &length);
+  if (error != 0) {
+    {
+      std::lock_guard lock(mutex_);
+      close_locked();
+    }
+    with_events([&](ConnectorEvents* e) { e->connect_failed(status_of_errno(error)); });
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  if (phase_ != Phase::kTcpConnecting) return;
+  phase_ = Phase::kAwaitReply;
+  pump_locked();  // the MPA Request
+}
+
+void TcpConnection::attach_passive(ConnectorEvents* events) {
+  std::lock_guard lock(mutex_);
+  events_ = events;
+}
+
+void TcpConnection::negotiated_locked(const MpaFrame& request, const MpaFrame& reply) {
+  tx_options_.crc = mpa_crc_negotiated(request, reply);
+  int mss = 0;
+  socklen_t length = sizeof mss;
+  if (getsockopt(fd_, IPPROTO_TCP, TCP_MAXSEG, &mss, &length) != 0 || mss < int{kMinFpdu})
+    mss = 1460;
+  tx_options_.max_fpdu = static_cast<uint32_t>(std::min(mss, 65535 - 8));
+  FpduParser::Options options;
+  options.crc = tx_options_.crc;
+  parser_.emplace(options);
+}
+
+void TcpConnection::accept(QpEndpoint* qp, ULONG inbound_limit, ULONG outbound_limit,
+                           std::span<const uint8_t> private_data) {
+  bool completed = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (phase_ != Phase::kRequested) return;  // the peer went away: it learns nothing more
+    qp_.store(qp, std::memory_order_release);
+    const uint16_t ird = static_cast<uint16_t>(std::min<ULONG>(inbound_limit, 0x3fff));
+    // Our ORD never exceeds the initiator's IRD (RFC 6581; the NDK's R177 too).
+    ULONG outbound = request_frame_.enhanced ? std::min<ULONG>(outbound_limit, request_frame_.v2.ird)
+                                             : outbound_limit;
+    const uint16_t ord = static_cast<uint16_t>(std::min<ULONG>(outbound, 0x3fff));
+    MpaFrame reply = mpa_reply_for(request_frame_, settings_.crc, ird, ord, private_data);
+    ord_ = std::max<uint32_t>(1, ord);
+    raw_.resize(mpa_frame_size(reply));
+    encode_mpa_frame(reply, raw_);
+    raw_sent_ = 0;
+    negotiated_locked(request_frame_, reply);
+    rtr_expected_ = reply.enhanced && reply.v2.peer_to_peer;
+    phase_ = rtr_expected_ ? Phase::kAwaitRtr : Phase::kEstablished;
+    completed = !rtr_expected_;
+    pump_locked();
+  }
+  // A peer that sends no RTR starts with its first message: the connection is complete.
+  if (completed) with_events([](ConnectorEvents* e) { e->peer_completed(); });
+}
+
+void TcpConnection::reject(Side, std::span<const uint8_t> private_data) {
+  std::lock_guard lock(mutex_);
+  if (!active_ && phase_ == Phase::kRequested) {
+    MpaFrame frame = mpa_reject_for(request_frame_, private_data);
+    raw_.resize(mpa_frame_size(frame));
+    encode_mpa_frame(frame, raw_);
+    raw_sent_ = 0;
+    end_locked(nullptr, STATUS_CANCELLED);
+    return;
+  }
+  // The active side refuses after the Reply: the passive side finds the connection gone.
+  end_locked(nullptr, STATUS_CANCELLED);
+}
+
+void TcpConnection::complete(QpEndpoint* qp) {
+  std::lock_guard lock(mutex_);
+  if (phase_ != Phase::kAccepted) return;
+  qp_.store(qp, std::memory_order_release);
+  phase_ = Phase::kEstablished;
+  if (rtr_ & rtr::kZeroLengthWrite) {
+    TxItem rtr;
+    rtr.message.opcode = Opcode::kRdmaWrite;
+    tx_.push_back(std::move(rtr));
+  } else if (rtr_ & rtr::kZeroLengthRead) {
+    // A zero-length read: its response carries nothing and completes no request of ours.
+    TxItem rtr;
+    rtr.message.opcode = Opcode::kRdmaReadRequest;
+    rtr.message.msn = read_msn_++;
+    rtr.message.read_request.data_sink_stag = 0;
+    rtr.read_request = true;
+    tx_.push_back(std::move(rtr));
+    reads_.push_back(PendingRead{UINT64_MAX, 0, 0, 0, {}});
+  }
+  pump_locked();
+  // Messages a peer without RTR sent before our consumer completed: now they land.
+  if (!early_rx_.empty()) Engine::instance().post(shared_from_this());
+}
+
+// --------------------------------------------------------------------- the end --
+
+void TcpConnection::disconnect(Side) {
+  std::lock_guard lock(mutex_);
+  end_locked(nullptr, STATUS_CANCELLED);
+}
+
+void TcpConnection::terminate(Side, NTSTATUS status) {
+  // A failure our side detected (a local protection error): the peer is told.
+  std::lock_guard lock(mutex_);
+  TerminateInfo t = terminate_with(status == STATUS_ACCESS_VIOLATION ? term::kRdmapLocalCatastrophic
+                                                                     : term::kRdmapOperationUnspecified);
+  end_locked(&t, STATUS_CANCELLED);
+}
+
+void TcpConnection::end_locked(const TerminateInfo* terminate, NTSTATUS read_status) {
+  if (phase_ == Phase::kDraining || phase_ == Phase::kClosed) return;
+  const bool established = phase_ == Phase::kEstablished || phase_ == Phase::kAwaitRtr;
+  phase_ = Phase::kDraining;
+  // Requests not yet on the wire never will be; those in flight are flushed. A read the
+  // Terminate names (it is the first one) fails with the Terminate's status.
+  bool read_named = read_status != STATUS_CANCELLED;
+  for (auto it = tx_.begin(); it != tx_.end();) {
+    if (encoder_ && it == tx_.begin()) {  // the message in progress finishes its FPDU only
+      ++it;
+      continue;
+    }
+    it = tx_.erase(it);
+  }
+  for (PendingRead& read : reads_) {
+    if (read.request == UINT64_MAX) continue;
+    finish_request_locked(read.request, read_named ? read_status : STATUS_CANCELLED);
+    read_named = false;
+  }
+  reads_.clear();
+  for (uint64_t i = 0; i < requests_.size(); ++i)
+    if (!requests_[i].done) finish_request_locked(first_request_ + i, STATUS_CANCELLED);
+  if (terminate != nullptr && established) {
+    TxMessage m;
+    m.opcode = Opcode::kTerminate;
+    m.msn = 1;
+    m.terminate = *terminate;
+    const size_t at = raw_.size();
+    raw_.resize(at + encoded_size(tx_options_, m));
+    encode_message(tx_options_, m, std::span(raw_).subspan(at));
+  }
+  fin_after_drain_ = true;
+  pump_locked();
+}
+
+void TcpConnection::close_locked() {
+  if (registered_) {
+    Engine::instance().remove(fd_);
+    registered_ = false;
+  }
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
+  phase_ = Phase::kClosed;
+}
+
+void TcpConnection::detach(Side) {
+  {
+    std::lock_guard lock(mutex_);
+    if (phase_ != Phase::kDraining && phase_ != Phase::kClosed) end_locked(nullptr, STATUS_CANCELLED);
+  }
+  deliver_completions();  // the flushed requests, before the QP may go
+  bool registered;
+  {
+    std::lock_guard lock(mutex_);
+    detached_ = true;  // a handler starting now returns at once
+    registered = registered_;
+    registered_ = false;
+  }
+  // Waits for a handler of ours running on the engine (not under mutex_, which it may
+  // need); it reaches nobody afterwards.
+  if (registered) Engine::instance().remove(fd_);
+  std::lock_guard lock(mutex_);
+  events_ = nullptr;
+  qp_.store(nullptr, std::memory_order_release);
+  // What is still queued (a Reject, a Terminate) goes out if the socket takes it now.
+  if (fd_ >= 0) {
+    send_raw_locked();
+    shutdown(fd_, SHUT_WR);
+    close(fd_);
+    fd_ = -1;
+  }
+  phase_ = Phase::kClosed;
+}
+
+void TcpConnection::fail_connection(const TerminateInfo& terminate, NTSTATUS status) {
+  {
+    std::lock_guard lock(mutex_);
+    end_locked(&terminate, STATUS_CANCELLED);
+  }
+  deliver_completions();
+  with_events([&](ConnectorEvents* e) { e->peer_disconnected(status); });
+}
+
+// -------------------------------------------------------------------- data path --
+
+uint64_t TcpConnection::add_request_locked() {
+  requests_.push_back(Request{});
+  return first_request_ + requests_.size() - 1;
+}
+
+void TcpConnection::finish_request_locked(uint64_t request, NTSTATUS status) {
+  if (request < first_request_ || request - first_request_ >= requests_.size()) return;
+  Request& r = requests_[request - first_request_];
+  if (r.done) return;
+  r.done = true;
+  r.status = status;
+}
+
+NTSTATUS TcpConnection::enqueue_locked(TxItem&& item) {
+  if (phase_ != Phase::kEstablished) return STATUS_CANCELLED;  // ended meanwhile: flushed
+  tx_.push_back(std::move(item));
+  pump_locked();
+  return STATUS_PENDING;
+}
+
+NTSTATUS TcpConnection::post(const TxMessage& message, const ExtentList& data, bool fence) {
+  {
+    std::lock_guard lock(mutex_);
+    if (phase_ != Phase::kEstablished) return STATUS_CANCELLED;  // ended meanwhile: flushed
+    TxItem item;
+    item.message = message;
+    if (!opcode_info(message.opcode).tagged) item.message.msn = send_msn_++;  // the Sends
+    append_iov(item.payload, data);
+    item.request = add_request_locked();
+    item.completes = true;  // once the socket has every byte
+    item.fence = fence;
+    enqueue_locked(std::move(item));
+  }
+  deliver_completions();
+  return STATUS_PENDING;
+}
+
+NTSTATUS TcpConnection::send(Side, const ExtentList& data, bool solicited, bool invalidate,
+                             uint32_t token, bool fence) {
+  TxMessage m;
+  m.opcode = invalidate ? (solicited ? Opcode::kSendWithSeAndInvalidate : Opcode::kSendWithInvalidate)
+                        : (solicited ? Opcode::kSendWithSe : Opcode::kSend);
+  m.invalidate_stag = invalidate ? token : 0;
+  return post(m, data, fence);
+}
+
+NTSTATUS TcpConnection::write(Side, const ExtentList& data, uint32_t token, uint64_t address,
+                              bool fence) {
+  TxMessage m;
+  m.opcode = Opcode::kRdmaWrite;
+  m.stag = token;
+  m.to = address;
+  return post(m, data, fence);
+}
+
+NTSTATUS TcpConnection::read(Side, const ExtentList& into, uint32_t token, uint64_t address,
+                             bool fence) {
+  {
+    std::lock_guard lock(mutex_);
+    if (phase_ != Phase::kEstablished) return STATUS_CANCELLED;
+    PendingRead read{add_request_locked(), next_sink_stag_++, into.total(), 0, {}};
+    if (next_sink_stag_ == 0) next_sink_stag_ = 1;
+    append_iov(read.sink, into);
+    TxItem item;
+    item.message.opcode = Opcode::kRdmaReadRequest;
+    item.message.msn = read_msn_++;
+    item.message.read_request = {read.sink_stag, 0, static_cast<uint32_t>(into.total()), token, address};
+    item.read_request = true;
+    item.fence = fence;
+    reads_.push_back(std::move(read));
+    enqueue_locked(std::move(item));
+  }
+  deliver_completions();
+  return STATUS_PENDING;
+}
+
+void TcpConnection::deliver_completions() {
+  std::unique_lock lock(mutex_);
+  if (delivering_) return;  // the thread delivering now will see ours too
+  delivering_ = true;
+  while (!requests_.empty() && requests_.front().done) {
+    const NTSTATUS status = requests_.front().status;
+    QpEndpoint* qp = qp_.load(std::memory_order_acquire);
+    lock.unlock();
+    if (qp != nullptr) qp->initiator_completed(status);
+    lock.lock();
+    // Popped after delivery: while one is being delivered, no later one overtakes it.
+    requests_.pop_front();
+    ++first_request_;
+  }
+  delivering_ = false;
+}
+
+// --------------------------------------------------------------------- transmit --
+
+void TcpConnection::want_output_locked(bool want) {
+  if (want == want_output_ || !registered_) return;
+  want_output_ = want;
+  Engine::instance().modify(fd_, EPOLLIN | (want ? EPOLLOUT : 0u));
+}
+
+bool TcpConnection::send_raw_locked() {
+  while (raw_sent_ < raw_.size()) {
+    ssize_t n = ::send(fd_, raw_.data() + raw_sent_, raw_.size() - raw_sent_, kSendFlags);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) raw_sent_ = raw_.size();  // lost with the socket
+      return false;
+    }
+    raw_sent_ += static_cast<size_t>(n);
+  }
+  raw_.clear();
+  raw_sent_ = 0;
+  return true;
+}
+
+bool TcpConnection::send_fpdu_locked() {
+  while (fpdu_sent_ < fpdu_size_) {
+    // Skip what went out already.
+    iovec iov[kFpduIov];
+    size_t count = 0, skip = fpdu_sent_;
+    for (size_t i = 0; i < fpdu_iov_count_; ++i) {
+      if (skip >= fpdu_iov_[i].iov_len) {
+        skip -= fpdu_iov_[i].iov_len;
+        continue;
+      }
+      iov[count].iov_base = static_cast<uint8_t*>(fpdu_iov_[i].iov_base) + skip;
+      iov[count++].iov_len = fpdu_iov_[i].iov_len - skip;
+      skip = 0;
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = count;
+    ssize_t n = sendmsg(fd_, &msg, kSendFlags);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) fpdu_sent_ = fpdu_size_;  // the socket failed
+      return false;
+    }
+    fpdu_sent_ += static_cast<size_t>(n);
+  }
+  fpdu_iov_count_ = 0;
+  return true;
+}
+
+void TcpConnection::pump_locked() {
+  if (fd_ < 0 || phase_ == Phase::kTcpConnecting) return;
+  const bool setup = phase_ != Phase::kEstablished && phase_ != Phase::kDraining &&
+                     phase_ != Phase::kAwaitRtr;
+  // MPA frames go before any FPDU; a Terminate after the FPDU in progress.
+  if (setup || fpdu_iov_count_ == 0) {
+    if (!send_raw_locked()) return want_output_locked(true);
+  }
+  if (setup || phase_ == Phase::kTcpConnecting) return want_output_locked(false);
+  for (;;) {
+    if (fpdu_iov_count_ != 0 && !send_fpdu_locked()) return want_output_locked(true);
+    if (!raw_.empty()) {  // a Terminate queued while an FPDU was in progress
+      if (!send_raw_locked()) return want_output_locked(true);
+    }
+    if (tx_.empty()) break;
+    TxItem& item = tx_.front();
+    if (!encoder_) {
+      if (phase_ == Phase::kDraining && !fin_after_drain_) break;
+      if (item.fence && reads_in_flight_ > 0) break;           // READ_FENCE (R081)
+      if (item.read_request && reads_in_flight_ >= ord_) break;  // ORD (R178)
+      if (item.read_response) {
+        // Our memory, resolved now: it stays ours while it is sent (consumer rule).
+        AccessGuard guard;
+        ExtentList& source = *tx_extents_;
+        source.clear();
+        NTSTATUS status = qp() == nullptr ? STATUS_CANCELLED
+                                         : qp()->resolve_tagged(item.source_stag, item.source_to,
+                                                               item.source_length, kNeedRemoteRead,
+                                                               source, guard);
+        if (!NT_SUCCESS(status)) {
+          tx_.pop_front();
+          continue;  // the region went away after the request was checked
+        }
+        append_iov(item.payload, source);
+      }
+      item.message.payload = item.payload;
+      encoder_.emplace(tx_options_, item.message);
+      if (item.read_request) ++reads_in_flight_;
+    }
+    fpdu_iov_count_ = encoder_->next(frame_, fpdu_iov_);
+    if (fpdu_iov_count_ == 0) {  // the message is out
+      if (item.completes) finish_request_locked(item.request, STATUS_SUCCESS);
+      encoder_.reset();
+      tx_.pop_front();
+      continue;
+    }
+    fpdu_size_ = encoder_->fpdu_size();
+    fpdu_sent_ = 0;
+  }
+  want_output_locked(false);
+  if (phase_ == Phase::kDraining && fin_after_drain_ && tx_.empty() && fpdu_iov_count_ == 0 &&
+      raw_.empty()) {
+    shutdown(fd_, SHUT_WR);  // FIN: the peer sees the end after everything we sent
+    fin_after_drain_ = false;
+  }
+}
+
+// ---------------------------------------------------------------------- receive --
+
+void TcpConnection::on_events(uint32_t events) {
+  if (events == 0) {  // posted: early messages to take, completions to deliver
+    std::vector<uint8_t> early;
+    {
+      std::lock_guard lock(mutex_);
+      if (detached_) return;
+      if (phase_ == Phase::kEstablished) early.swap(early_rx_);
+    }
+    if (!early.empty()) consume(early);
+    deliver_completions();
+    return;
+  }
+  Phase phase;
+  {
+    std::lock_guard lock(mutex_);
+    if (detached_ || fd_ < 0) return;
+    phase = phase_;
+    if ((events & EPOLLOUT) && phase != Phase::kTcpConnecting) pump_locked();
+  }
+  if (phase == Phase::kTcpConnecting && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+    on_connected();
+    return;
+  }
+  if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable();
+  deliver_completions();
+}
+
+void TcpConnection::on_readable() {
+  for (;;) {
+    int fd;
+    {
+      std::lock_guard lock(mutex_);
+      fd = fd_;
+    }
+    if (fd < 0) return;
+    ssize_t n = recv(fd, rx_buffer_.data(), rx_buffer_.size(), MSG_DONTWAIT);
+    if (n == 0) return on_eof(0);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EINTR) continue;
+      return on_eof(errno);
+    }
+    consume({rx_buffer_.data(), static_cast<size_t>(n)});
+    if (static_cast<size_t>(n) < rx_buffer_.size()) return;
+  }
+}
+
+void TcpConnection::consume(std::span<const uint8_t> bytes) {
+  while (!bytes.empty()) {
+    Phase phase;
+    {
+      std::lock_guard lock(mutex_);
+      phase = phase_;
+    }
+    switch (phase) {
+      case Phase::kAwaitReply:
+      case Phase::kAwaitRequest: {
+        bytes = bytes.subspan(frame_parser_->feed(bytes));
+        if (frame_parser_->finished()) on_mpa_frame();
+        break;
+      }
+      case Phase::kAwaitRtr:
+      case Phase::kEstablished: {
+        bytes = bytes.subspan(parser_->feed(bytes, *this));
+        if (parser_->failed()) return on_rx_error();
+        break;
+      }
+      case Phase::kAccepted: {
+        // A peer that uses no RTR may send as soon as it replied: kept until
+        // NdkCompleteConnect gives the messages a QP (bounded by what it may send).
+        std::lock_guard lock(mutex_);
+        if (early_rx_.size() + bytes.size() > kMaxEarly) return;  // not an honest peer
+        early_rx_.insert(early_rx_.end(), bytes.begin(), bytes.end());
+        return;
+      }
+      default:
+        return;  // nothing is expected now (ending, or data before the consumer answered)
+    }
+  }
+}
+
+void TcpConnection::on_mpa_frame() {
+  const MpaFrame& frame = frame_parser_->frame();
+  if (!active_) {
+    std::shared_ptr<Connection> self = shared_from_this();
+    if (frame_parser_->state() != MpaFrameParser::State::kComplete) {
+      std::lock_guard lock(mutex_);
+      if (frame_parser_->state() == MpaFrameParser::State::kRefused) {
+        MpaFrame reject = mpa_reject_for(frame, {});
+        raw_.resize(mpa_frame_size(reject));
+        encode_mpa_frame(reject, raw_);
+      }
+      phase_ = Phase::kRequested;  // so that end_locked sends it
+      end_locked(nullptr, STATUS_CANCELLED);
+      return;
+    }
+    ULONG ird = frame.enhanced ? frame.v2.ird : 0xffff, ord = frame.enhanced ? frame.v2.ord : 0xffff;
+    {
+      std::lock_guard lock(mutex_);
+      request_private_data_.assign(frame.private_data.begin(), frame.private_data.end());
+      request_frame_ = frame;
+      request_frame_.private_data = request_private_data_;
+      phase_ = Phase::kRequested;
+    }
+    NTSTATUS status = iface_->deliver_request(local_, self, ird, ord, request_private_data_);
+    if (status != STATUS_PENDING) reject(kPassive, {});  // nobody listening: an MPA Reject
+    return;
+  }
+  // Active: a Reply or a Reject.
+  std::vector<uint8_t> data(frame.private_data.begin(), frame.private_data.end());
+  if (frame_parser_->state() != MpaFrameParser::State::kComplete) {
+    {
+      std::lock_guard lock(mutex_);
+      close_locked();
+    }
+    with_events([](ConnectorEvents* e) { e->connect_failed(STATUS_CONNECTION_REFUSED); });
+    return;
+  }
+  if (frame.reject) {
+    {
+      std::lock_guard lock(mutex_);
+      close_locked();
+    }
+    with_events([&](ConnectorEvents* e) { e->peer_rejected(data); });
+    return;
+  }
+  if (std::optional<TerminateCode> bad = mpa_check_reply(request_frame_, frame)) {
+    {
+      std::lock_guard lock(mutex_);
+      negotiated_locked(request_frame_, frame);
+      phase_ = Phase::kEstablished;
+      TerminateInfo t = terminate_with(*bad);
+      end_locked(&t, STATUS_CANCELLED);
+    }
+    with_events([](ConnectorEvents* e) { e->connect_failed(STATUS_CONNECTION_REFUSED); });
+    return;
+  }
+  ULONG ird = own_inbound_, ord = own_outbound_;
+  {
+    std::lock_guard lock(mutex_);
+    negotiated_locked(request_frame_, frame);
+    if (frame.enhanced) {
+      ird = frame.v2.ird;
+      ord = frame.v2.ord;
+      rtr_ = request_frame_.v2.peer_to_peer ? frame.v2.rtr : 0;
+    }
+    ord_ = std::max<uint32_t>(1, std::min<uint32_t>(own_outbound_, ird));
+    phase_ = Phase::kAccepted;
+  }
+  with_events([&](ConnectorEvents* e) { e->peer_accepted(ird, ord, data); });
+}
+
+void TcpConnection::on_rx_error() {
+  const RxError& error = parser_->error();
+  const NTSTATUS status = status_of_terminate(error.terminate.code);
+  if (error.send_terminate) {
+    fail_connection(error.terminate, status);
+    return;
+  }
+  // The peer's own Terminate was malformed or it answered ours: just end.
+  {
+    std::lock_guard lock(mutex_);
+    end_locked(nullptr, STATUS_CANCELLED);
+  }
+  deliver_completions();
+  with_events([&](ConnectorEvents* e) { e->peer_disconnected(STATUS_CONNECTION_ABORTED); });
+}
+
+void TcpConnection::on_eof(int error) {
+  Phase phase;
+  {
+    std::lock_guard lock(mutex_);
+    phase = phase_;
+    end_locked(nullptr, STATUS_CANCELLED);
+    close_locked();
+  }
+  deliver_completions();
+  switch (phase) {
+    case Phase::kTcpConnecting:
+    case Phase::kAwaitReply:
+      with_events([&](ConnectorEvents* e) {
+        e->connect_failed(error != 0 ? status_of_errno(error) : STATUS_CONNECTION_REFUSED);
+      });
+      break;
+    case Phase::kAccepted:
+    case Phase::kRequested:
+    case Phase::kAwaitRtr:
+      with_events([](ConnectorEvents* e) { e->peer_aborted(); });
+      break;
+    case Phase::kEstablished:
+      // A FIN is the peer's graceful disconnect; a reset or a dead link is not.
+      with_events([&](ConnectorEvents* e) {
+        e->peer_disconnected(error == 0 ? STATUS_SUCCESS : STATUS_CONNECTION_ABORTED);
+      });
+      break;
+    default:
+      break;
+  }
+}
+
+// ----------------------------------------------------------- FpduSink (engine) --
+
+Verdict TcpConnection::begin_segment(const Segment& s) {
+  QpEndpoint* qp = qp_.load(std::memory_order_acquire);
+  const bool awaiting_rtr = !active_ && rtr_expected_ && [&] {
+    std::lock_guard lock(mutex_);
+    return phase_ == Phase::kAwaitRtr;
+  }();
+  switch (s.opcode) {
+    case Opcode::kRdmaWrite:
+      if (s.payload_length == 0) return kAccept;  // the RTR, or an empty write: no placement
+      if (awaiting_rtr) return term::kRdmapUnexpectedOpcode;
+      {
+        AccessGuard guard;
+        ExtentList& target = *rx_extents_;
+        target.clear();
+        NTSTATUS status = qp->resolve_tagged(s.stag, s.to, s.payload_length, kNeedRemoteWrite, target, guard);
+        if (!NT_SUCCESS(status)) return code_of_tagged(status);
+      }
+      return kAccept;
+    case Opcode::kRdmaReadResponse: {
+      std::lock_guard lock(mutex_);
+      if (reads_.empty() || reads_.front().sink_stag != s.stag)
+        return term::kDdpTaggedInvalidStag;  // nobody asked for it
+      const PendingRead& read = reads_.front();
+      if (s.to + s.payload_length > read.length) return term::kDdpTaggedBaseOrBounds;
+      return kAccept;
+    }
+    case Opcode::kRdmaReadRequest:
+      if (s.read_request.rdma_read_message_size == 0) return kAccept;  // RTR or empty read
+      if (awaiting_rtr) return term::kRdmapUnexpectedOpcode;
+      return kAccept;  // checked at its end, once its CRC holds
+    case Opcode::kTerminate:
+      return kAccept;
+    default:  // the Sends
+      if (awaiting_rtr) return term::kRdmapUnexpectedOpcode;
+      if (s.first) {
+        if (!qp->take_receive(rx_receive_)) return term::kDdpUntaggedNoBuffer;
+        rx_have_receive_ = true;
+        rx_bytes_ = 0;
+        rx_capacity_ = 0;
+        for (ULONG i = 0; i < rx_receive_.count; ++i) rx_capacity_ += rx_receive_.sge[i].Length;
+      }
+      return kAccept;
+  }
+}
+
+Verdict TcpConnection::payload(const Segment& s, uint32_t offset, std::span<const uint8_t> bytes) {
+  switch (s.opcode) {
+    case Opcode::kRdmaWrite: {
+      AccessGuard guard;
+      ExtentList& target = *rx_extents_;
+      target.clear();
+      NTSTATUS status = qp()->resolve_tagged(s.stag, s.to + offset, bytes.size(), kNeedRemoteWrite, target, guard);
+      if (!NT_SUCCESS(status)) return code_of_tagged(status);  // deregistered meanwhile
+      copy_to_extents(target, 0, bytes);  // the only copy of these bytes after the socket's
+      return kAccept;
+    }
+    case Opcode::kRdmaReadResponse: {
+      std::lock_guard lock(mutex_);
+      if (reads_.empty()) return term::kDdpTaggedInvalidStag;
+      PendingRead& read = reads_.front();
+      read.received += copy_to_iov(read.sink, s.to + offset, bytes);
+      return kAccept;
+    }
+    default: {  // the Sends
+      const uint64_t at = uint64_t{s.mo} + offset;
+      NTSTATUS status = qp()->place_receive(rx_receive_, at, bytes);
+      rx_bytes_ = std::max(rx_bytes_, std::min(at + bytes.size(), rx_capacity_));
+      if (NT_SUCCESS(status)) return kAccept;
+      // The receive completes now with what it holds; the peer learns why.
+      rx_have_receive_ = false;
+      QpEndpoint::SendOutcome outcome =
+          qp()->finish_receive(rx_receive_, status, rx_bytes_, opcode_info(s.opcode).solicited, false, 0);
+      (void)outcome;
+      return status == STATUS_BUFFER_OVERFLOW ? term::kDdpUntaggedMessageTooLong
+                                              : term::kDdpLocalCatastrophic;
+    }
+  }
+}
+
+Verdict TcpConnection::end_segment(const Segment& s) {
+  switch (s.opcode) {
+    case Opcode::kRdmaWrite:
+      if (s.payload_length == 0 && [&] {
+            std::lock_guard lock(mutex_);
+            if (phase_ != Phase::kAwaitRtr) return false;
+            phase_ = Phase::kEstablished;
+            return true;
+          }())
+        with_events([](ConnectorEvents* e) { e->peer_completed(); });  // the RTR
+      return kAccept;
+    case Opcode::kRdmaReadResponse:
+      if (s.last) {
+        std::lock_guard lock(mutex_);
+        PendingRead& read = reads_.front();
+        if (read.request != UINT64_MAX) finish_request_locked(read.request, STATUS_SUCCESS);
+        reads_.pop_front();
+        if (reads_in_flight_ > 0) --reads_in_flight_;
+        pump_locked();  // a read or a fenced request may have waited for this one
+      }
+      return kAccept;
+    case Opcode::kRdmaReadRequest: {
+      const ReadRequest& r = s.read_request;
+      bool rtr = false;
+      {
+        std::lock_guard lock(mutex_);
+        if (r.rdma_read_message_size > 0) {
+          AccessGuard guard;
+          ExtentList& source = *rx_extents_;
+          source.clear();
+          NTSTATUS status = qp()->resolve_tagged(r.data_source_stag, r.data_source_to,
+                                                r.rdma_read_message_size, kNeedRemoteRead, source, guard);
+          if (!NT_SUCCESS(status)) return code_of_tagged(status);
+        }
+        if (phase_ == Phase::kAwaitRtr) {
+          phase_ = Phase::kEstablished;
+          rtr = true;
+        }
+        TxItem item;
+        item.message.opcode = Opcode::kRdmaReadResponse;
+        item.message.stag = r.data_sink_stag;
+        item.message.to = r.data_sink_to;
+        item.read_response = r.rdma_read_message_size > 0;
+        item.source_stag = r.data_source_stag;
+        item.source_to = r.data_source_to;
+        item.source_length = r.rdma_read_message_size;
+        if (phase_ == Phase::kEstablished) {
+          tx_.push_back(std::move(item));
+          pump_locked();
+        }
+      }
+      if (rtr) with_events([](ConnectorEvents* e) { e->peer_completed(); });
+      return kAccept;
+    }
+    case Opcode::kTerminate: {
+      const NTSTATUS status = status_of_terminate(s.terminate.code);
+      // A Terminate naming a Read Request fails our oldest read with its status.
+      // (byte 1 of the copied DDP header is the RDMAP control field: its opcode).
+      const bool names_read =
+          s.terminate.r ||
+          (s.terminate.d && (s.terminate.ddp_header[1] & rdmap_ctrl::kOpcodeMask) ==
+                                static_cast<uint8_t>(Opcode::kRdmaReadRequest));
+      {
+        std::lock_guard lock(mutex_);
+        end_locked(nullptr, names_read ? status : STATUS_CANCELLED);
+      }
+      deliver_completions();
+      with_events([&](ConnectorEvents* e) { e->peer_disconnected(status); });
+      return kAccept;
+    }
+    default: {  // the Sends
+      if (!s.last || !rx_have_receive_) return kAccept;
+      rx_have_receive_ = false;
+      const OpcodeInfo& info = opcode_info(s.opcode);
+      QpEndpoint::SendOutcome outcome = qp()->finish_receive(
+          rx_receive_, STATUS_SUCCESS, rx_bytes_, info.solicited, info.invalidate, s.invalidate_stag);
+      if (outcome.terminate) return term::kRdmapProtectionCannotInvalidate;
+      return kAccept;
+    }
+  }
+}
+
+}  // namespace softndk::fabric::tcp

@@ -1,0 +1,233 @@
+// One iWARP connection over a kernel TCP socket: MPA connection setup (RFC 5044 with the
+// RFC 6581 enhanced header and peer-to-peer RTR), then RDMAP messages as FPDUs.
+//
+// Unlike the in-process fabric, each process holds only its own side: a TcpConnection is
+// the active or the passive end, and the other end is a peer process (SoftNDK or any iWARP
+// stack). The NDK establishment maps onto MPA like this:
+//   NdkConnect        -> TCP connect, MPA Request (NDK private data after the RFC 6581
+//                        header, IRD/ORD = the read limits), peer-to-peer asked
+//   NdkAccept         -> MPA Reply;  NdkReject (passive) -> MPA Reject
+//   NdkCompleteConnect-> the RTR (a zero-length RDMA Write or Read) when peer-to-peer was
+//                        agreed; the passive side's Accept completes when it arrives (at
+//                        once after the Reply with a peer that does not use RTR)
+//   NdkDisconnect     -> TCP FIN once queued messages left; errors -> a Terminate, then FIN
+//
+// Threads: the consumer's (posting, connection calls) and the engine's (everything the
+// socket brings). `mutex_` guards the transmit side, the requests in flight and the phase;
+// the receive side belongs to the engine thread alone. Calls into the core (events,
+// completions, placement) are made without `mutex_`.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "fabric/connection.hpp"
+#include "fabric/tcp/engine.hpp"
+#include "fabric/tcp/iwarp_mpa.hpp"
+#include "fabric/tcp/iwarp_rx.hpp"
+#include "fabric/tcp/iwarp_tx.hpp"
+
+namespace softndk::fabric::tcp {
+
+class TcpInterface;
+
+// The negotiation knobs, read from the tunables when a connection starts.
+struct MpaSettings {
+  uint8_t revision = kMpaRevision2;
+  bool crc = true;           // ask for CRC32c (either side asking turns it on)
+  bool peer_to_peer = true;  // initiator: ask for RFC 6581 peer-to-peer mode (RTR)
+  static MpaSettings from_tunables();
+};
+
+class TcpConnection final : public Connection,
+                            public Engine::Handler,
+                            private FpduSink,
+                            public std::enable_shared_from_this<TcpConnection> {
+ public:
+  // The active side: `fd` is bound to `source`; request() connects it.
+  TcpConnection(int fd, const SockAddr& source, const SockAddr& destination,
+                ConnectorEvents* events);
+  // The passive side: `fd` was accepted on `local` (a listener of `iface`).
+  TcpConnection(int fd, const SockAddr& local, const SockAddr& remote, TcpInterface* iface);
+  ~TcpConnection() override;
+
+  // Passive: starts reading the MPA Request.
+  bool start_passive();
+
+  // ---- Connection ----
+  NTSTATUS request(ULONG inbound_limit, ULONG outbound_limit,
+                   std::span<const uint8_t> private_data) override;
+  void attach_passive(ConnectorEvents* events) override;
+  SockAddr local_address(Side) const override { return local_; }
+  SockAddr remote_address(Side) const override { return remote_; }
+  void accept(QpEndpoint* qp, ULONG inbound_limit, ULONG outbound_limit,
+              std::span<const uint8_t> private_data) override;
+  void reject(Side side, std::span<const uint8_t> private_data) override;
+  void complete(QpEndpoint* qp) override;
+  void disconnect(Side side) override;
+  void terminate(Side side, NTSTATUS status) override;
+  void detach(Side side) override;
+  NTSTATUS send(Side side, const ExtentList& data, bool solicited, bool invalidate,
+                uint32_t token, bool fence) override;
+  NTSTATUS write(Side side, const ExtentList& data, uint32_t token, uint64_t address,
+                 bool fence) override;
+  NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address,
+                bool fence) override;
+
+  // ---- Engine::Handler ----
+  void on_events(uint32_t events) override;
+
+ private:
+  enum class Phase {
+    kIdle,           // active, before request()
+    kTcpConnecting,  // active: TCP handshake in progress
+    kAwaitReply,     // active: MPA Request sent
+    kAccepted,       // active: Reply received, waiting for NdkCompleteConnect
+    kAwaitRequest,   // passive: reading the MPA Request
+    kRequested,      // passive: the listener has it, waiting for NdkAccept / NdkReject
+    kAwaitRtr,       // passive: Reply sent, waiting for the RTR
+    kEstablished,    // RDMAP messages flow
+    kDraining,       // ending: what is queued goes out, then FIN; input is discarded
+    kClosed,         // the socket is closed
+  };
+
+  // One message to transmit.
+  struct TxItem {
+    TxMessage message;          // headers; payload set when it starts
+    std::vector<iovec> payload; // the bytes, referenced in place
+    uint64_t request = 0;       // the initiator request it completes when sent (send, write)
+    bool completes = false;
+    bool fence = false;         // waits until no read is in flight
+    bool read_request = false;  // counts against ORD
+    // A Read Response: the source (our memory) is resolved when it starts.
+    bool read_response = false;
+    uint32_t source_stag = 0;
+    uint64_t source_to = 0;
+    uint32_t source_length = 0;
+  };
+  // An initiator request in flight, in posting order.
+  struct Request {
+    bool done = false;
+    NTSTATUS status = STATUS_SUCCESS;
+  };
+  // A read of ours waiting for its response.
+  struct PendingRead {
+    uint64_t request;
+    uint32_t sink_stag;
+    uint64_t length;
+    uint64_t received = 0;
+    std::vector<iovec> sink;
+  };
+
+  // ---- FpduSink (engine thread) ----
+  Verdict begin_segment(const Segment& segment) override;
+  Verdict payload(const Segment& segment, uint32_t offset, std::span<const uint8_t> bytes) override;
+  Verdict end_segment(const Segment& segment) override;
+
+  // ---- receive (engine thread) ----
+  void on_readable();
+  void consume(std::span<const uint8_t> bytes);
+  void on_mpa_frame();       // a Request or Reply arrived whole
+  void on_rx_error();        // the FPDU parser stopped: answer with its Terminate
+  void on_eof(int error);    // the peer closed (error 0) or the socket failed
+  void on_connected();       // active: the TCP handshake finished
+
+  // ---- transmit (mutex_ held) ----
+  void pump_locked();
+  bool send_raw_locked();   // MPA frames and the Terminate; false: blocked or failed
+  bool send_fpdu_locked();  // the FPDU in progress; false: blocked or failed
+  void want_output_locked(bool want);
+  uint64_t add_request_locked();
+  void finish_request_locked(uint64_t request, NTSTATUS status);
+  // Starts the end of the connection: stops new work, flushes what is in flight with
+  // STATUS_CANCELLED (the first not-done read with `read_status` when a Terminate names
+  // it), queues `terminate` if given, and lets the rest drain before FIN.
+  void end_locked(const TerminateInfo* terminate, NTSTATUS read_status);
+  void close_locked();
+  NTSTATUS enqueue_locked(TxItem&& item);
+  // A send or write: queued, completed once the socket has all of it.
+  NTSTATUS post(const TxMessage& message, const ExtentList& data, bool fence);
+  void negotiated_locked(const MpaFrame& request, const MpaFrame& reply);
+
+  // ---- delivering to the core (no lock held) ----
+  void deliver_completions();
+  template <class F>
+  void with_events(F&& deliver);
+  // A local detection that ends the connection: Terminate to the peer, our connector
+  // learns of it with `status`.
+  void fail_connection(const TerminateInfo& terminate, NTSTATUS status);
+
+  // Fixed at creation.
+  const bool active_;
+  const SockAddr local_;
+  const SockAddr remote_;
+  TcpInterface* const iface_ = nullptr;  // passive only
+  const MpaSettings settings_;
+
+  mutable std::mutex mutex_;
+  int fd_;
+  bool registered_ = false;  // with the engine
+  bool want_output_ = false;
+  Phase phase_;
+  bool detached_ = false;
+  ConnectorEvents* events_ = nullptr;
+  // Set before the peer can send to it (NdkAccept, NdkCompleteConnect); read by the engine.
+  std::atomic<QpEndpoint*> qp_{nullptr};
+  QpEndpoint* qp() const { return qp_.load(std::memory_order_acquire); }
+  std::vector<uint8_t> early_rx_;  // messages that came before NdkCompleteConnect
+
+  // Connection setup.
+  std::vector<uint8_t> own_private_data_;
+  MpaFrame request_frame_;                // the Request we sent, or the one we received
+  std::vector<uint8_t> request_private_data_;
+  std::unique_ptr<MpaFrameParser> frame_parser_;
+  ULONG own_inbound_ = 0, own_outbound_ = 0;
+  bool rtr_expected_ = false;  // passive: peer-to-peer agreed
+  uint8_t rtr_ = 0;            // the RTR type agreed
+  uint32_t ord_ = 1;           // reads of ours allowed in flight (R178)
+
+  // Transmit.
+  TxOptions tx_options_;
+  std::vector<uint8_t> raw_;  // bytes to send before (MPA frames) or after (Terminate) FPDUs
+  size_t raw_sent_ = 0;
+  std::deque<TxItem> tx_;
+  std::optional<FpduEncoder> encoder_;  // of tx_.front()
+  FpduFrame frame_;
+  static constexpr size_t kFpduIov = kMaxSge + 8;
+  iovec fpdu_iov_[kFpduIov];
+  size_t fpdu_iov_count_ = 0;  // 0: no FPDU in progress
+  size_t fpdu_size_ = 0;
+  size_t fpdu_sent_ = 0;
+  uint32_t send_msn_ = 1;
+  uint32_t read_msn_ = 1;
+  bool fin_after_drain_ = false;
+
+  // Requests in flight.
+  std::deque<Request> requests_;
+  uint64_t first_request_ = 0;  // the number of requests_.front()
+  bool delivering_ = false;
+  std::deque<PendingRead> reads_;  // ours, posting order
+  uint32_t reads_in_flight_ = 0;   // read requests sent, not answered
+  uint32_t next_sink_stag_ = 1;
+
+  // Receive (engine thread).
+  std::optional<FpduParser> parser_;
+  std::vector<uint8_t> rx_buffer_;
+  PostedReceive rx_receive_{};
+  bool rx_have_receive_ = false;
+  uint64_t rx_capacity_ = 0;
+  uint64_t rx_bytes_ = 0;
+  std::unique_ptr<ExtentList> rx_extents_ = std::make_unique<ExtentList>();
+  std::unique_ptr<ExtentList> tx_extents_ = std::make_unique<ExtentList>();  // mutex_
+};
+
+// The NTSTATUS a Terminate's code stands for, for the side that receives it.
+NTSTATUS status_of_terminate(const TerminateCode& code);
+
+}  // namespace softndk::fabric::tcp

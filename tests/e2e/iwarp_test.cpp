@@ -1,0 +1,377 @@
+// End to end on the iWARP fabric over loopback TCP, through the public headers only: two
+// adapters of this process on the host's loopback interface connect through the kernel's
+// TCP (MPA, DDP, RDMAP on the wire), then move data with every byte checked, pipeline
+// requests, fail the documented ways and tear down. Every completion mode, IPv4 and IPv6,
+// and the wire's variants (MPA revision 1 and 2, CRC on and off).
+#include <net/if.h>
+
+#include <algorithm>
+#include <numeric>
+#include <tuple>
+
+#include "e2e.hpp"
+
+namespace {
+
+using namespace e2e;
+
+struct Wire {
+  const char* name;
+  const char* revision;
+  const char* crc;
+};
+constexpr Wire kWires[] = {{"Rev2Crc", "2", "1"}, {"Rev2NoCrc", "2", "0"}, {"Rev1Crc", "1", "1"}};
+
+using Param = std::tuple<SOFTNDK_COMPLETION_MODE, bool, Wire>;
+
+class Iwarp : public ::testing::TestWithParam<Param> {
+ protected:
+  void SetUp() override {
+    const Wire& wire = std::get<2>(GetParam());
+    ASSERT_EQ(SoftNdkSetTunable("iwarp_mpa_revision", wire.revision), STATUS_SUCCESS);
+    ASSERT_EQ(SoftNdkSetTunable("iwarp_crc", wire.crc), STATUS_SUCCESS);
+    v6_ = std::get<1>(GetParam());
+    server_address_ = v6_ ? ipv6("::1", 0) : ipv4("127.0.0.1", 0);
+    client_address_ = server_address_;
+    const ULONG lo = if_nametoindex("lo");
+    ASSERT_NE(lo, 0u);
+    const auto mode = std::get<0>(GetParam());
+    const ULONG flags = NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_ALLOW_REMOTE_READ |
+                        NDK_MR_FLAG_ALLOW_REMOTE_WRITE;
+    ASSERT_NO_FATAL_FAILURE(server_.open(lo, mode, flags, SOFTNDK_FABRIC_TCP));
+    ASSERT_NO_FATAL_FAILURE(client_.open(lo, mode, flags, SOFTNDK_FABRIC_TCP));
+  }
+  void TearDown() override {
+    close(client_connector_);
+    close(server_connector_);
+    close(listener_);
+    client_.close_all();
+    server_.close_all();
+    SoftNdkResetTunables();
+  }
+
+  // A listener on an ephemeral loopback port; its address becomes server_address_.
+  void listen() {
+    NDK_ADAPTER* s = server_.adapter;
+    listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
+      return s->Dispatch->NdkCreateListener(s, &Incoming::on_connect, &incoming_, cb, ctx, out);
+    });
+    ASSERT_NE(listener_, nullptr);
+    Waiter listened;
+    ASSERT_EQ(listened.wait(listener_->Dispatch->NdkListen(
+                  listener_, reinterpret_cast<PSOCKADDR>(&server_address_), length_of(server_address_),
+                  &Waiter::on_request, &listened)),
+              STATUS_SUCCESS);
+    ULONG length = sizeof(server_address_);
+    ASSERT_EQ(listener_->Dispatch->NdkGetLocalAddress(
+                  listener_, reinterpret_cast<PSOCKADDR>(&server_address_), &length),
+              STATUS_SUCCESS);
+    ASSERT_NE(port_of(server_address_), 0);  // the kernel chose one
+  }
+
+  static uint16_t port_of(const SOCKADDR_INET& a) {
+    return ntohs(a.si_family == AF_INET ? a.Ipv4.sin_port : a.Ipv6.sin6_port);
+  }
+
+  NDK_CONNECTOR* new_connector() {
+    NDK_ADAPTER* a = client_.adapter;
+    return create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
+      return a->Dispatch->NdkCreateConnector(a, cb, ctx, out);
+    });
+  }
+
+  // Starts a Connect carrying `hello`; the Waiter learns its outcome.
+  void start_connect(const char* hello, ULONG length, Waiter& connected) {
+    client_connector_ = new_connector();
+    ASSERT_NE(client_connector_, nullptr);
+    ASSERT_EQ(client_connector_->Dispatch->NdkConnect(
+                  client_connector_, client_.qp, reinterpret_cast<PSOCKADDR>(&client_address_),
+                  length_of(client_address_), reinterpret_cast<PSOCKADDR>(&server_address_),
+                  length_of(server_address_), 4, 4, const_cast<char*>(hello), length,
+                  &Waiter::on_request, &connected),
+              STATUS_PENDING);
+  }
+
+  // Listen, connect with private data, accept with private data, complete.
+  void connect() {
+    ASSERT_NO_FATAL_FAILURE(listen());
+    const char hello[] = "hello over iWARP";
+    Waiter connected;
+    ASSERT_NO_FATAL_FAILURE(start_connect(hello, sizeof(hello), connected));
+    server_connector_ = incoming_.next();
+    ASSERT_NE(server_connector_, nullptr);
+    char got[64] = {};
+    ULONG got_length = sizeof(got), inbound = 0, outbound = 0;
+    ASSERT_EQ(server_connector_->Dispatch->NdkGetConnectionData(server_connector_, &inbound, &outbound,
+                                                                got, &got_length),
+              STATUS_SUCCESS);
+    EXPECT_EQ(got_length, sizeof(hello));  // the NDK private data, after the RFC 6581 header
+    EXPECT_STREQ(got, hello);
+    const char welcome[] = "welcome";
+    Waiter accepted;
+    ASSERT_EQ(server_connector_->Dispatch->NdkAcceptEx(
+                  server_connector_, server_.qp, 2, 8, const_cast<char*>(welcome), sizeof(welcome),
+                  &Disconnects::on_ex, &server_disconnects_, &Waiter::on_request, &accepted),
+              STATUS_PENDING);  // until the client completes (R165)
+    ASSERT_EQ(connected.wait(STATUS_PENDING), STATUS_SUCCESS);
+    got_length = sizeof(got);
+    ASSERT_EQ(client_connector_->Dispatch->NdkGetConnectionData(client_connector_, &inbound, &outbound,
+                                                                got, &got_length),
+              STATUS_SUCCESS);
+    EXPECT_STREQ(got, welcome);
+    const bool enhanced = std::string(std::get<2>(GetParam()).revision) == "2";
+    // IRD/ORD travel in the RFC 6581 header (R176, R177): min(4, the server's ORD 8) and
+    // min(4, its IRD 2). Revision 1 carries none: our own offer stands.
+    EXPECT_EQ(inbound, 4u);
+    EXPECT_EQ(outbound, enhanced ? 2u : 4u);
+    Waiter completed;
+    ASSERT_EQ(completed.wait(client_connector_->Dispatch->NdkCompleteConnectEx(
+                  client_connector_, &Disconnects::on_ex, &client_disconnects_, &Waiter::on_request,
+                  &completed)),
+              STATUS_SUCCESS);
+    ASSERT_EQ(accepted.wait(STATUS_PENDING), STATUS_SUCCESS);
+  }
+
+  static bool wait_for(const std::atomic<int>& count, int n) {
+    for (int i = 0; i < 5000 && count < n; ++i) std::this_thread::sleep_for(1ms);
+    return count >= n;
+  }
+
+  bool v6_ = false;
+  SOCKADDR_INET server_address_{}, client_address_{};
+  Side server_, client_;
+  Incoming incoming_;
+  Disconnects server_disconnects_, client_disconnects_;
+  NDK_LISTENER* listener_ = nullptr;
+  NDK_CONNECTOR* client_connector_ = nullptr;
+  NDK_CONNECTOR* server_connector_ = nullptr;
+};
+
+TEST_P(Iwarp, ConnectsSendsWritesReadsWithEveryByteInPlace) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  SOCKADDR_STORAGE a{};
+  ULONG a_length = sizeof(a);
+  ASSERT_EQ(client_connector_->Dispatch->NdkGetPeerAddress(client_connector_, reinterpret_cast<PSOCKADDR>(&a),
+                                                           &a_length),
+            STATUS_SUCCESS);
+  EXPECT_EQ(std::memcmp(&a, &server_address_, a_length), 0);
+
+  // Send / receive, 3 SGEs into 2, solicited.
+  for (size_t i = 0; i < 3000; ++i) client_.buffer[i] = static_cast<unsigned char>(i * 7 + 1);
+  NDK_SGE into[2] = {server_.sge(0, 1000), server_.sge(5000, 4000)};
+  ASSERT_EQ(server_.qp->Dispatch->NdkReceive(server_.qp, &into, into, 2), STATUS_SUCCESS);
+  NDK_SGE from[3] = {client_.sge(0, 1000), client_.sge(1000, 1000), client_.sge(2000, 1000)};
+  ASSERT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, &from, from, 3, NDK_OP_FLAG_SEND_AND_SOLICIT_EVENT),
+            STATUS_SUCCESS);
+  auto sent = client_.poll(1);
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].Status, STATUS_SUCCESS);
+  EXPECT_EQ(sent[0].Type, NdkOperationTypeSend);
+  EXPECT_EQ(sent[0].RequestContext, &from);
+  auto received = server_.poll(1);
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].Status, STATUS_SUCCESS);
+  EXPECT_EQ(received[0].Type, NdkOperationTypeReceive);
+  EXPECT_EQ(received[0].BytesTransferred, 3000u);
+  EXPECT_EQ(std::memcmp(server_.buffer.data(), client_.buffer.data(), 1000), 0);
+  EXPECT_EQ(std::memcmp(server_.buffer.data() + 5000, client_.buffer.data() + 1000, 2000), 0);
+
+  // RDMA write of 256 KiB (many FPDUs), placed while the server makes no call at all.
+  const size_t kSize = 256 * 1024;
+  for (size_t i = 0; i < kSize; ++i) client_.buffer[100000 + i] = static_cast<unsigned char>(i % 251);
+  NDK_SGE w = client_.sge(100000, kSize);
+  ASSERT_EQ(client_.qp->Dispatch->NdkWrite(client_.qp, &w, &w, 1, server_.address(300000),
+                                           server_.remote_token(), 0),
+            STATUS_SUCCESS);
+  // A fenced read of the same range, posted at once: it starts only after the write.
+  NDK_SGE r = client_.sge(600000, kSize);
+  ASSERT_EQ(client_.qp->Dispatch->NdkRead(client_.qp, &r, &r, 1, server_.address(300000),
+                                          server_.remote_token(), NDK_OP_FLAG_READ_FENCE),
+            STATUS_SUCCESS);
+  auto done = client_.poll(2);
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[0].Type, NdkOperationTypeWrite);  // in posting order
+  EXPECT_EQ(done[0].Status, STATUS_SUCCESS);
+  EXPECT_EQ(done[1].Type, NdkOperationTypeRead);
+  EXPECT_EQ(done[1].Status, STATUS_SUCCESS);
+  EXPECT_EQ(std::memcmp(server_.buffer.data() + 300000, client_.buffer.data() + 100000, kSize), 0);
+  EXPECT_EQ(std::memcmp(client_.buffer.data() + 600000, client_.buffer.data() + 100000, kSize), 0);
+
+  // Inline send: the buffer may change right after the call.
+  char text[] = "inline bytes";
+  NDK_SGE in_line{};
+  in_line.VirtualAddress = text;
+  in_line.Length = sizeof(text);
+  NDK_SGE one = server_.sge(9000, 64);
+  ASSERT_EQ(server_.qp->Dispatch->NdkReceive(server_.qp, nullptr, &one, 1), STATUS_SUCCESS);
+  ASSERT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, nullptr, &in_line, 1, NDK_OP_FLAG_INLINE), STATUS_SUCCESS);
+  std::memset(text, 'x', sizeof(text));
+  ASSERT_EQ(server_.poll(1).size(), 1u);
+  EXPECT_STREQ(reinterpret_cast<char*>(server_.buffer.data() + 9000), "inline bytes");
+  ASSERT_EQ(client_.poll(1).size(), 1u);
+
+  // Graceful disconnect: the server is told (reason 0), the client's QP is flushed.
+  Waiter disconnected;
+  ASSERT_EQ(disconnected.wait(client_connector_->Dispatch->NdkDisconnect(client_connector_, &Waiter::on_request,
+                                                                         &disconnected)),
+            STATUS_SUCCESS);
+  ASSERT_TRUE(wait_for(server_disconnects_.count, 1));
+  EXPECT_EQ(server_disconnects_.reason, 0u);
+  EXPECT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, nullptr, from, 1, 0), STATUS_CONNECTION_INVALID);
+}
+
+TEST_P(Iwarp, PipelinedRequestsCompleteInPostingOrderWithTheirBytes) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  // 48 requests in flight at once: sends into posted receives, writes and reads mixed.
+  constexpr int kCount = 48;
+  constexpr ULONG kChunk = 4096;
+  for (int i = 0; i < kCount; ++i) {
+    NDK_SGE rx = server_.sge(200000 + i * kChunk, kChunk);
+    ASSERT_EQ(server_.qp->Dispatch->NdkReceive(server_.qp, reinterpret_cast<PVOID>(uintptr_t(1000 + i)), &rx, 1),
+              STATUS_SUCCESS);
+  }
+  std::iota(client_.buffer.begin(), client_.buffer.begin() + kCount * kChunk, static_cast<unsigned char>(3));
+  int sends = 0;
+  for (int i = 0; i < kCount; ++i) {
+    NDK_SGE s = client_.sge(i * kChunk, kChunk);
+    PVOID context = reinterpret_cast<PVOID>(uintptr_t(i + 1));
+    NTSTATUS status;
+    switch (i % 3) {
+      case 0:
+        status = client_.qp->Dispatch->NdkSend(client_.qp, context, &s, 1, 0);
+        ++sends;
+        break;
+      case 1:
+        status = client_.qp->Dispatch->NdkWrite(client_.qp, context, &s, 1, server_.address(500000 + i * kChunk),
+                                                server_.remote_token(), 0);
+        break;
+      default: {
+        NDK_SGE sink = client_.sge(700000 + i * kChunk, kChunk);
+        status = client_.qp->Dispatch->NdkRead(client_.qp, context, &sink, 1, server_.address(200000),
+                                               server_.remote_token(), 0);
+        break;
+      }
+    }
+    ASSERT_EQ(status, STATUS_SUCCESS) << i;
+  }
+  auto done = client_.poll(kCount);
+  ASSERT_EQ(done.size(), size_t{kCount});
+  for (int i = 0; i < kCount; ++i) {
+    EXPECT_EQ(done[i].Status, STATUS_SUCCESS) << i;
+    EXPECT_EQ(done[i].RequestContext, reinterpret_cast<PVOID>(uintptr_t(i + 1))) << "posting order";
+  }
+  auto received = server_.poll(sends);
+  ASSERT_EQ(received.size(), size_t(sends));
+  for (int i = 0, k = 0; i < kCount; ++i) {
+    if (i % 3 == 1) {
+      EXPECT_EQ(std::memcmp(server_.buffer.data() + 500000 + i * kChunk, client_.buffer.data() + i * kChunk, kChunk), 0);
+    }
+    if (i % 3 != 0) continue;
+    EXPECT_EQ(received[k].RequestContext, reinterpret_cast<PVOID>(uintptr_t(1000 + k)));
+    EXPECT_EQ(std::memcmp(server_.buffer.data() + 200000 + k * kChunk, client_.buffer.data() + i * kChunk, kChunk), 0);
+    ++k;
+  }
+}
+
+TEST_P(Iwarp, ReadOfAnUnknownTokenFailsWithAccessViolationAndTerminates) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  NDK_SGE into = server_.sge(0, 64);
+  ASSERT_EQ(server_.qp->Dispatch->NdkReceive(server_.qp, &into, &into, 1), STATUS_SUCCESS);
+  NDK_SGE r = client_.sge(0, 8);
+  ASSERT_EQ(client_.qp->Dispatch->NdkRead(client_.qp, &r, &r, 1, server_.address(0),
+                                          server_.remote_token() ^ 0x5a5a, 0),
+            STATUS_SUCCESS);
+  auto results = client_.poll(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].Status, STATUS_ACCESS_VIOLATION);  // the Terminate names the read
+  // Both sides hear of it; the server's receive is flushed.
+  ASSERT_TRUE(wait_for(server_disconnects_.count, 1));
+  EXPECT_EQ(server_disconnects_.reason, static_cast<ULONG>(STATUS_ACCESS_VIOLATION));
+  ASSERT_TRUE(wait_for(client_disconnects_.count, 1));
+  EXPECT_EQ(client_disconnects_.reason, static_cast<ULONG>(STATUS_ACCESS_VIOLATION));
+  auto flushed = server_.poll(1);
+  ASSERT_EQ(flushed.size(), 1u);
+  EXPECT_EQ(flushed[0].Status, STATUS_CANCELLED);
+  EXPECT_EQ(client_.qp->Dispatch->NdkRead(client_.qp, nullptr, &r, 1, server_.address(0), server_.remote_token(), 0),
+            STATUS_CONNECTION_INVALID);
+}
+
+TEST_P(Iwarp, WritePastTheRegionTerminatesWithRemoteResources) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  NDK_SGE w = client_.sge(0, 64);
+  ASSERT_EQ(client_.qp->Dispatch->NdkWrite(client_.qp, nullptr, &w, 1,
+                                           server_.address(server_.buffer.size() - 32), server_.remote_token(), 0),
+            STATUS_SUCCESS);
+  // On a wire the write completes once sent; the target's Terminate then ends the
+  // connection on both sides with the bounds status.
+  ASSERT_TRUE(wait_for(client_disconnects_.count, 1));
+  EXPECT_EQ(client_disconnects_.reason, static_cast<ULONG>(STATUS_REMOTE_RESOURCES));
+  ASSERT_TRUE(wait_for(server_disconnects_.count, 1));
+  EXPECT_EQ(server_disconnects_.reason, static_cast<ULONG>(STATUS_REMOTE_RESOURCES));
+  // Nothing landed outside the region, and nothing inside it either.
+  EXPECT_EQ(std::count(server_.buffer.end() - 32, server_.buffer.end(), 0), 32);
+}
+
+TEST_P(Iwarp, SendWithoutPostedReceiveTerminates) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  NDK_SGE s = client_.sge(0, 8);
+  ASSERT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, nullptr, &s, 1, 0), STATUS_SUCCESS);
+  ASSERT_TRUE(wait_for(client_disconnects_.count, 1));
+  EXPECT_EQ(client_disconnects_.reason, static_cast<ULONG>(STATUS_REMOTE_RESOURCES));
+  ASSERT_TRUE(wait_for(server_disconnects_.count, 1));
+  EXPECT_EQ(server_disconnects_.reason, static_cast<ULONG>(STATUS_REMOTE_RESOURCES));
+}
+
+TEST_P(Iwarp, ReceiveTooSmallFailsWithBufferOverflow) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  NDK_SGE small = server_.sge(0, 16);
+  ASSERT_EQ(server_.qp->Dispatch->NdkReceive(server_.qp, nullptr, &small, 1), STATUS_SUCCESS);
+  NDK_SGE big = client_.sge(0, 64);
+  ASSERT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, nullptr, &big, 1, 0), STATUS_SUCCESS);
+  auto received = server_.poll(1);
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].Status, STATUS_BUFFER_OVERFLOW);
+  EXPECT_EQ(received[0].BytesTransferred, 16u);  // what fitted
+  ASSERT_TRUE(wait_for(client_disconnects_.count, 1));
+  EXPECT_EQ(client_disconnects_.reason, static_cast<ULONG>(STATUS_BUFFER_OVERFLOW));
+}
+
+TEST_P(Iwarp, RejectCarriesPrivateDataAndNobodyListeningIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(listen());
+  Waiter connected;
+  ASSERT_NO_FATAL_FAILURE(start_connect("x", 1, connected));
+  server_connector_ = incoming_.next();
+  ASSERT_NE(server_connector_, nullptr);
+  const char no[] = "not today";
+  ASSERT_EQ(server_connector_->Dispatch->NdkReject(server_connector_, const_cast<char*>(no), sizeof(no)),
+            STATUS_SUCCESS);
+  ASSERT_EQ(connected.wait(STATUS_PENDING), STATUS_CONNECTION_REFUSED);
+  char got[32] = {};
+  ULONG length = sizeof(got);
+  ASSERT_EQ(client_connector_->Dispatch->NdkGetConnectionData(client_connector_, nullptr, nullptr, got, &length),
+            STATUS_SUCCESS);  // R166: the reject's private data, from the MPA Reject
+  EXPECT_STREQ(got, no);
+  close(client_connector_);
+
+  // The listener goes: a new connect to its port is refused by the kernel.
+  close(server_connector_);
+  close(listener_);
+  Waiter refused;
+  ASSERT_NO_FATAL_FAILURE(start_connect("y", 1, refused));
+  EXPECT_EQ(refused.wait(STATUS_PENDING), STATUS_CONNECTION_REFUSED);
+}
+
+std::string param_name(const ::testing::TestParamInfo<Param>& info) {
+  std::string name = SoftNdkCompletionModeName(std::get<0>(info.param));
+  name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
+  return name + (std::get<1>(info.param) ? "_IPv6_" : "_IPv4_") + std::get<2>(info.param).name;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Tcp, Iwarp,
+    ::testing::Combine(::testing::Values(SOFTNDK_COMPLETION_INLINE, SOFTNDK_COMPLETION_CALLER_THREAD,
+                                         SOFTNDK_COMPLETION_PROVIDER_THREAD, SOFTNDK_COMPLETION_MIXED),
+                       ::testing::Bool(), ::testing::ValuesIn(kWires)),
+    param_name);
+
+}  // namespace
