@@ -2,12 +2,14 @@
 """Runs bench/compare --quick into a temporary folder and checks what it wrote (python3
 standard library only).
 
-  check_compare.py [--hide-peers] COMPARE NDKPERF TCP_BASELINE [compare options...]
+  check_compare.py [--hide-peers | --expect-failed] COMPARE NDKPERF TCP_BASELINE [compare options...]
 
 compare.md, compare.json, compare.svg and compare.png exist; the SoftNDK fabric was measured;
 every other row was measured at every size or says "not installed", "not available yet" or
 "failed: <reason>"; the table names every row. With --hide-peers, PATH holds only gnuplot,
-so UCX's and libfabric's tools must be reported as not installed. Afterwards no process
+so UCX's and libfabric's tools must be reported as not installed. With --expect-failed (run
+with a tiny --timeout), every row must say "failed: timed out", and with nothing measured
+there is no chart and the exit status is 1. Afterwards no process
 started by the run is left (each inherits a marker in its environment).
 """
 import json
@@ -44,7 +46,8 @@ def leftovers(marker):
 def main():
     args = sys.argv[1:]
     hide = args[:1] == ["--hide-peers"]
-    if hide:
+    expect_failed = args[:1] == ["--expect-failed"]
+    if hide or expect_failed:
         args = args[1:]
     if len(args) < 3:
         fail("usage: check_compare.py [--hide-peers] COMPARE NDKPERF TCP_BASELINE [options...]")
@@ -60,8 +63,8 @@ def main():
             if gnuplot:
                 os.symlink(gnuplot, os.path.join(bin_dir, "gnuplot"))
             env["PATH"] = bin_dir
-        cmd = [sys.executable, compare, "--quick", "-o", out, "--ndkperf", ndkperf, "--tcp-baseline", tcp_baseline,
-               "--timeout", "20"] + extra
+        cmd = [sys.executable, compare, "--quick", "-o", out, "--ndkperf", ndkperf, "--tcp-baseline", tcp_baseline] + (
+            [] if expect_failed else ["--timeout", "20"]) + extra
         print("$ " + " ".join(cmd))
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
         print(p.stdout)
@@ -70,7 +73,7 @@ def main():
         left = leftovers(marker)
         if left:
             fail(f"processes left running: {left}")
-        charted = shutil.which("gnuplot") is not None
+        charted = shutil.which("gnuplot") is not None and not expect_failed
         if p.returncode != (0 if charted else 1):
             fail(f"exit status {p.returncode}")
         for name in ("compare.md", "compare.json") + (("compare.svg", "compare.png") if charted else ()):
@@ -103,6 +106,10 @@ def main():
                         fail(f"{row['name']} at {size} B: {fig}")
             elif status not in md:
                 fail(f"{row['name']}: its status is not in the table")
+            if expect_failed:
+                if not status.startswith("failed: timed out"):
+                    fail(f"{row['name']} should have timed out: {status}")
+                continue
             if row.get("softndk") and status != "measured":
                 fail(f"SoftNDK was not measured: {status}")
             if hide and row["key"].startswith(("ucx-", "fi-")) and not status.startswith("not installed"):
