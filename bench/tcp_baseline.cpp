@@ -302,7 +302,7 @@ double median_of(std::vector<double> v) {
 }
 
 double percentile(const std::vector<double>& sorted, double q) {
-  size_t i = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size()))) ;
+  size_t i = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
   return sorted[std::min(sorted.size() - 1, i == 0 ? 0 : i - 1)];
 }
 
@@ -684,8 +684,9 @@ int main(int argc, char** argv) {
         }
         c.quit();
       } catch (const Failure& e) {
-        failure = fmt::format("{} {} {}: {}", size_text(runs[results.size()].size),
-                              runs[results.size()].latency ? "latency" : "bandwidth", crc ? "with CRC32c" : "", e.what());
+        const Run& r = runs[results.size()];
+        failure = fmt::format("{} {}{}: {}", size_text(r.size), r.latency ? "latency" : "bandwidth",
+                              crc ? " with CRC32c" : "", e.what());
         shutdown(fd, SHUT_RDWR);
       }
       if (json) {
