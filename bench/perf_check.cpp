@@ -151,7 +151,7 @@ int main() {
   // Many pairs in a row: addresses are reused once their hosts are gone.
   for (int i = 0; i < 300; ++i) {
     try {
-      perf::Pair pair(perf::PairOptions{4096, 4, 64, SOFTNDK_COMPLETION_INLINE, false});
+      perf::Pair pair(perf::PairOptions{.area_size = 4096, .queue_depth = 4, .inline_data = 64});
     } catch (const std::exception& e) {
       expect(false, std::string("pair #") + std::to_string(i) + ": " + e.what());
       break;

@@ -214,6 +214,31 @@ class Engine {
     }
   }
 
+  // A write's completion says its source may be reused; on iWARP its bytes may still be
+  // on the wire. A read posted after the writes returns only once they are placed
+  // (RDMAP ordering), so verification first waits for a zero-length read; the writes'
+  // completions polled meanwhile are appended to `batch` (the verify path only).
+  bool fence_writes(std::vector<NDK_RESULT>& batch) {
+    constexpr uint64_t kFence = ~uint64_t{0};
+    NDK_QP* qp = client_.qp;
+    NTSTATUS status = qp->Dispatch->NdkRead(qp, context_of(kFence), nullptr, 0, address_of(server_.in()),
+                                            server_.remote_token, 0);
+    if (status != STATUS_SUCCESS) return fail_post(status, "fence read", 0);
+    for (;;) {
+      ULONG got = poll(client_.send_cq, kPollBatch, "fence read");
+      if (got == 0) return false;
+      for (ULONG k = 0; k < got; ++k) {
+        if (index_of(results_[k]) != kFence) {
+          batch.push_back(results_[k]);
+          continue;
+        }
+        if (results_[k].Status != STATUS_SUCCESS)
+          return fail(results_[k].Status, "the fence read before verifying writes failed");
+        return true;
+      }
+    }
+  }
+
   // Called on each idle spin: true once nothing happened for kStall. Reads the clock only
   // every 1024 spins.
   bool stalled() {
@@ -240,6 +265,7 @@ class Engine {
   std::chrono::steady_clock::time_point idle_since_{};
   std::vector<Ticks> samples_;
   NDK_RESULT results_[kPollBatch];
+  std::vector<NDK_RESULT> batch_;  // verified writes: completions gathered around a fence
   uint32_t piece_offset_[kMaxSge] = {};  // sge_count > 1: where each SGE starts in a message
   ULONG piece_length_[kMaxSge] = {};
   bool stopped_ = false;       // Params::stop was seen
@@ -324,6 +350,10 @@ bool Engine::one_sided_latency(uint64_t n, bool measured) {
     if (signal) {
       if (poll(client_.send_cq, 1, what) == 0) return false;
       if (!check(results_[0], what, i)) return false;
+      if (p_.verify && p_.operation == Operation::kWrite) {
+        batch_.clear();
+        if (!fence_writes(batch_)) return false;  // nothing else was in flight
+      }
       if (p_.verify)
         for (; checked <= i; ++checked)
           if (!verify_at(target(checked), base + checked, checked)) return false;
@@ -356,8 +386,15 @@ bool Engine::one_sided_bandwidth(uint64_t n, bool measured) {
     }
     ULONG got = poll(client_.send_cq, kPollBatch, what);
     if (got == 0) return false;
+    const NDK_RESULT* batch = results_;
+    if (p_.verify && p_.operation == Operation::kWrite) {
+      batch_.assign(results_, results_ + got);
+      if (!fence_writes(batch_)) return false;
+      batch = batch_.data();
+      got = static_cast<ULONG>(batch_.size());
+    }
     for (ULONG k = 0; k < got; ++k) {
-      const NDK_RESULT& r = results_[k];
+      const NDK_RESULT& r = batch[k];
       uint64_t index = index_of(r);
       // A signalled completion retires it and every silent request before it.
       uint64_t expected = index >= done && index < posted && signalled(index, n) ? index : done;

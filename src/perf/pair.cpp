@@ -1,6 +1,7 @@
 #include "perf/pair.hpp"
 
 #include <arpa/inet.h>
+#include <net/if.h>
 
 #include <algorithm>
 #include <chrono>
@@ -191,10 +192,25 @@ void Pair::on_disconnect(PVOID context) { static_cast<Pair*>(context)->disconnec
 
 void Pair::open(Endpoint& e, const char* name, bool server) {
   const std::string who = std::string(" (") + name + ")";
-  create_host(e, options_.ipv6, server);
+  ULONG ifindex;
+  if (options_.fabric == SOFTNDK_FABRIC_TCP) {
+    // Loopback; the server listens on a port the kernel picks (read back after NdkListen).
+    ifindex = if_nametoindex("lo");
+    e.address = {};
+    if (options_.ipv6) {
+      e.address.Ipv6.sin6_family = AF_INET6;
+      e.address.Ipv6.sin6_addr = in6addr_loopback;
+    } else {
+      e.address.Ipv4.sin_family = AF_INET;
+      e.address.Ipv4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    }
+  } else {
+    create_host(e, options_.ipv6, server);
+    ifindex = e.host;
+  }
 
-  SOFTNDK_OPEN_OPTIONS open{sizeof(open), SOFTNDK_FABRIC_INPROC, options_.completion_mode, 0};
-  NTSTATUS status = SoftNdkOpenAdapter(e.host, NDK_VERSION{2, 0}, &open, &e.adapter);
+  SOFTNDK_OPEN_OPTIONS open{sizeof(open), options_.fabric, options_.completion_mode, 0};
+  NTSTATUS status = SoftNdkOpenAdapter(ifindex, NDK_VERSION{2, 0}, &open, &e.adapter);
   if (status != STATUS_SUCCESS) {
     e.adapter = nullptr;
     throw Error("opening the adapter" + who, status);
@@ -255,6 +271,9 @@ void Pair::connect() {
   request("listening", [&](auto cb, auto ctx) {
     return listener_->Dispatch->NdkListen(listener_, as_sockaddr(server_.address), length_of(server_.address), cb, ctx);
   });
+  ULONG address_length = sizeof(server_.address);  // the port, when the kernel chose it
+  NTSTATUS got = listener_->Dispatch->NdkGetLocalAddress(listener_, as_sockaddr(server_.address), &address_length);
+  if (got != STATUS_SUCCESS) throw Error("reading the listener's address", got);
   NDK_ADAPTER* c = client_.adapter;
   client_.connector = create<NDK_CONNECTOR>("creating the connector", [&](auto cb, auto ctx, NDK_CONNECTOR** out) {
     return c->Dispatch->NdkCreateConnector(c, cb, ctx, out);

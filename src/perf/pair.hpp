@@ -1,7 +1,8 @@
-// Two connected endpoints on the in-process fabric, the set-up every perf run needs:
-// two hosts with documentation addresses, an adapter on each, CQs, PD, QP, a registered
-// buffer, and a connection (listen, connect, accept, complete). Only public headers are
-// used, so the same code drives any fabric once hosts can be elsewhere.
+// Two connected endpoints in one process, the set-up every perf run needs: an adapter on
+// each side, CQs, PD, QP, a registered buffer, and a connection (listen, connect, accept,
+// complete). On the in-process fabric the sides are two hosts with documentation
+// addresses; on the iWARP fabric both adapters sit on the host's loopback interface and
+// the connection runs through the kernel's TCP. Only public headers are used.
 #pragma once
 
 #include <atomic>
@@ -38,7 +39,9 @@ struct PairOptions {
   ULONG queue_depth = 256;   // QP receive and initiator depth; each CQ holds 2x
   ULONG inline_data = 256;   // QP InlineDataSize asked for (capped by the adapter)
   SOFTNDK_COMPLETION_MODE completion_mode = SOFTNDK_COMPLETION_INLINE;
-  bool ipv6 = false;         // 2001:db8::/32 instead of 192.0.2.0/24 and 198.51.100.0/24
+  SOFTNDK_FABRIC fabric = SOFTNDK_FABRIC_INPROC;  // or SOFTNDK_FABRIC_TCP (loopback)
+  bool ipv6 = false;         // in-process: 2001:db8::/32 instead of 192.0.2.0/24 and
+                             // 198.51.100.0/24; TCP: ::1 instead of 127.0.0.1
   ULONG max_sge = 1;         // QP SGEs per request and per receive asked for (capped by the adapter)
   // Private data: the client's connect carries caller_data (at most MaxCallerData bytes),
   // the server's accept or reject callee_data (at most MaxCalleeData). Each side finds

@@ -6,6 +6,7 @@
 #include <net/if.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <numeric>
 #include <tuple>
 
@@ -50,8 +51,13 @@ class Iwarp : public ::testing::TestWithParam<Param> {
     SoftNdkResetTunables();
   }
 
-  // A listener on an ephemeral loopback port; its address becomes server_address_.
+  // A listener on an ephemeral loopback port (or SOFTNDK_TEST_LISTEN_PORT, so that a
+  // capture can filter on it); its address becomes server_address_.
   void listen() {
+    if (const char* port = std::getenv("SOFTNDK_TEST_LISTEN_PORT")) {
+      const uint16_t p = htons(static_cast<uint16_t>(std::atoi(port)));
+      (server_address_.si_family == AF_INET ? server_address_.Ipv4.sin_port : server_address_.Ipv6.sin6_port) = p;
+    }
     NDK_ADAPTER* s = server_.adapter;
     listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
       return s->Dispatch->NdkCreateListener(s, &Incoming::on_connect, &incoming_, cb, ctx, out);
@@ -359,6 +365,81 @@ TEST_P(Iwarp, RejectCarriesPrivateDataAndNobodyListeningIsRefused) {
   Waiter refused;
   ASSERT_NO_FATAL_FAILURE(start_connect("y", 1, refused));
   EXPECT_EQ(refused.wait(STATUS_PENDING), STATUS_CONNECTION_REFUSED);
+}
+
+// One session with every message type the fabric sends, for tests/e2e/check_wire.py to
+// capture and hand to Wireshark's dissectors: an MPA Request with private data answered
+// by a Reject, then one answered by a Reply (and the RTR), Send, Send with Solicited Event,
+// Send with Invalidate, RDMA Write, RDMA Read Request and Response, and a Terminate.
+TEST_P(Iwarp, EveryMessageTypeOnTheWire) {
+  ASSERT_NO_FATAL_FAILURE(listen());
+  {
+    Waiter refused;
+    const char please[] = "reject me, with data";
+    ASSERT_NO_FATAL_FAILURE(start_connect(please, sizeof(please), refused));
+    NDK_CONNECTOR* rejected = incoming_.next();
+    ASSERT_NE(rejected, nullptr);
+    const char no[] = "rejected, with data";
+    ASSERT_EQ(rejected->Dispatch->NdkReject(rejected, const_cast<char*>(no), sizeof(no)), STATUS_SUCCESS);
+    ASSERT_EQ(refused.wait(STATUS_PENDING), STATUS_CONNECTION_REFUSED);
+    close(rejected);
+    close(client_connector_);
+  }
+  // connect() listens again: keep the listener, connect through it.
+  const char hello[] = "hello over iWARP";
+  Waiter connected;
+  ASSERT_NO_FATAL_FAILURE(start_connect(hello, sizeof(hello), connected));
+  server_connector_ = incoming_.next();
+  ASSERT_NE(server_connector_, nullptr);
+  Waiter accepted;
+  ASSERT_EQ(server_connector_->Dispatch->NdkAcceptEx(server_connector_, server_.qp, 4, 4, nullptr, 0,
+                                                     &Disconnects::on_ex, &server_disconnects_,
+                                                     &Waiter::on_request, &accepted),
+            STATUS_PENDING);
+  ASSERT_EQ(connected.wait(STATUS_PENDING), STATUS_SUCCESS);
+  Waiter completed;
+  ASSERT_EQ(completed.wait(client_connector_->Dispatch->NdkCompleteConnectEx(
+                client_connector_, &Disconnects::on_ex, &client_disconnects_, &Waiter::on_request, &completed)),
+            STATUS_SUCCESS);
+  ASSERT_EQ(accepted.wait(STATUS_PENDING), STATUS_SUCCESS);
+
+  // A window on the server for the Send with Invalidate to name.
+  NDK_PD* pd = server_.pd;
+  NDK_MW* mw = create<NDK_MW>([&](auto cb, auto ctx, NDK_MW** out) { return pd->Dispatch->NdkCreateMw(pd, cb, ctx, out); });
+  ASSERT_NE(mw, nullptr);
+  ASSERT_EQ(server_.qp->Dispatch->NdkBind(server_.qp, nullptr, server_.mr, mw, server_.buffer.data() + 4096, 4096,
+                                          NDK_OP_FLAG_ALLOW_REMOTE_WRITE),
+            STATUS_SUCCESS);
+  ASSERT_EQ(server_.poll(1).size(), 1u);
+  for (int i = 0; i < 3; ++i) {
+    NDK_SGE rx = server_.sge(100000 + i * 1000, 1000);
+    ASSERT_EQ(server_.qp->Dispatch->NdkReceive(server_.qp, nullptr, &rx, 1), STATUS_SUCCESS);
+  }
+  NDK_SGE s = client_.sge(0, 600);
+  ASSERT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, nullptr, &s, 1, 0), STATUS_SUCCESS);
+  ASSERT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, nullptr, &s, 1, NDK_OP_FLAG_SEND_AND_SOLICIT_EVENT), STATUS_SUCCESS);
+  ASSERT_EQ(client_.qp->Dispatch->NdkSendAndInvalidate(client_.qp, nullptr, &s, 1, 0, mw->Dispatch->NdkGetRemoteTokenFromMw(mw)),
+            STATUS_SUCCESS);
+  auto received = server_.poll(3);
+  ASSERT_EQ(received.size(), 3u);
+  EXPECT_EQ(received[2].Type, NdkOperationTypeReceiveAndInvalidate);
+  NDK_SGE w = client_.sge(200000, 100000);
+  ASSERT_EQ(client_.qp->Dispatch->NdkWrite(client_.qp, nullptr, &w, 1, server_.address(200000), server_.remote_token(), 0),
+            STATUS_SUCCESS);
+  NDK_SGE r = client_.sge(400000, 100000);
+  ASSERT_EQ(client_.qp->Dispatch->NdkRead(client_.qp, nullptr, &r, 1, server_.address(200000), server_.remote_token(), 0),
+            STATUS_SUCCESS);
+  auto done = client_.poll(5);
+  ASSERT_EQ(done.size(), 5u);
+  for (const auto& d : done) EXPECT_EQ(d.Status, STATUS_SUCCESS);
+  // A write through the invalidated window: the server answers with a Terminate.
+  ASSERT_EQ(client_.qp->Dispatch->NdkWrite(client_.qp, nullptr, &s, 1, server_.address(4096),
+                                           mw->Dispatch->NdkGetRemoteTokenFromMw(mw), 0),
+            STATUS_SUCCESS);
+  ASSERT_TRUE(wait_for(client_disconnects_.count, 1));
+  EXPECT_EQ(client_disconnects_.reason, static_cast<ULONG>(STATUS_ACCESS_VIOLATION));
+  close(server_connector_);
+  close(mw);
 }
 
 std::string param_name(const ::testing::TestParamInfo<Param>& info) {

@@ -8,9 +8,10 @@
 //              initiator sees); send: a ping-pong, reported as half the round trip.
 //   bandwidth  queue-depth requests kept outstanding, completions reaped and reposted.
 //
-// Today both endpoints run in this process, on two hosts of the in-process fabric, driven
-// by one thread (pinned with --cpu). --server and --client (two processes, each side
-// pinned on its own) need the TCP fabric, which is not available yet.
+// Both endpoints run in this process, driven by one thread (pinned with --cpu): on two
+// hosts of the in-process fabric, or (--fabric tcp) on the host's loopback interface with
+// the iWARP fabric, every byte through the kernel's TCP. --server and --client (two
+// processes, each side pinned on its own) are not available yet.
 //
 // Exit status: 0 done; 1 a run or the set-up failed, or the chart could not be drawn;
 // 2 a bad command line; 128 + signal when SIGINT or SIGTERM ended the runs (what was
@@ -481,7 +482,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"default", "inline", "caller-thread", "provider-thread", "mixed"}))
       ->capture_default_str()
       ->group(g_how);
-  app.add_flag("-6,--ipv6", ipv6, "Connect over IPv6 (2001:db8::/32) instead of IPv4")->group(g_how);
+  app.add_flag("-6,--ipv6", ipv6, "Connect over IPv6 (in-process: 2001:db8::/32; tcp: ::1) instead of IPv4")
+      ->group(g_how);
 
   auto* g_out = "Output (default: a table)";
   auto* json_flag = app.add_flag("--json", json, "One JSON object: the configuration and every result")->group(g_out);
@@ -493,8 +495,10 @@ int main(int argc, char** argv) {
   app.add_flag("--no-progress", no_progress, "No live progress line (shown only on a terminal, after 1 s)")
       ->group(g_out);
 
-  auto* g_two = "Between two processes (needs the TCP fabric: not available yet)";
-  app.add_option("--fabric", fabric, "Fabric to use: inproc (one process); tcp and shm are not available yet")
+  auto* g_two = "Fabric, and two processes (not available yet)";
+  app.add_option("--fabric", fabric,
+                 "Fabric to use: inproc (in-process hosts) or tcp (iWARP over loopback TCP); shm is not "
+                 "available yet")
       ->check(CLI::IsMember({"inproc", "tcp", "shm"}))
       ->capture_default_str()
       ->group(g_two);
@@ -506,11 +510,11 @@ int main(int argc, char** argv) {
   if (auto code = parse(app, argc, argv)) return *code;
 
   // ---- what this build can do, and what the arguments ask ----
-  if (fabric != "inproc") return usage_error(fmt::format("fabric {} is not available yet (use --fabric inproc)", fabric));
+  if (fabric == "shm") return usage_error("fabric shm is not available yet (use --fabric inproc or tcp)");
   if (server || !client.empty())
     return usage_error(fmt::format(
-        "{} needs a fabric between processes: fabric tcp is not available yet (without --server and "
-        "--client, ndkperf runs both ends in this process)",
+        "{} (two processes) is not available yet: without --server and --client, ndkperf runs both "
+        "ends in this process, over --fabric inproc or tcp",
         server ? "--server" : "--client"));
   if (std::find(operations.begin(), operations.end(), "all") != operations.end())
     operations = {"send", "write", "read"};
@@ -559,6 +563,7 @@ int main(int argc, char** argv) {
   options.inline_data = inline_size > 0 ? static_cast<ULONG>(std::min<uint64_t>(inline_size, 1u << 20)) : 256;
   options.completion_mode = completion_mode(mode);
   options.ipv6 = ipv6;
+  options.fabric = fabric == "tcp" ? SOFTNDK_FABRIC_TCP : SOFTNDK_FABRIC_INPROC;
   options.max_sge = sge;
   std::unique_ptr<perf::Pair> pair;
   try {
@@ -601,7 +606,8 @@ int main(int argc, char** argv) {
   }
 
   const std::string setting = fmt::format(
-      "in-process fabric, {} completions, {}, {} SGE{}, {}{}{}, {}", SoftNdkCompletionModeName(in_force),
+      "{}, {} completions, {}, {} SGE{}, {}{}{}, {}",
+      fabric == "tcp" ? "iWARP fabric over loopback TCP" : "in-process fabric", SoftNdkCompletionModeName(in_force),
       ipv6 ? "IPv6" : "IPv4", sge, sge == 1 ? "" : "s (at most)",
       inline_used ? fmt::format("inline up to {} B", inline_used) : std::string("no inline"), silent ? ", SILENT_SUCCESS" : "",
       verify ? ", every byte verified" : "", cpu ? fmt::format("thread on CPU {}", *cpu) : std::string("thread not pinned"));
@@ -660,7 +666,7 @@ int main(int argc, char** argv) {
     ordered_json root;
     root["tool"] = "ndkperf";
     root["version"] = SOFTNDK_VERSION_TEXT;
-    root["config"] = {{"fabric", "inproc"},
+    root["config"] = {{"fabric", fabric},
                       {"operations", operations},
                       {"modes", ordered_json::array()},
                       {"sizes", sizes},

@@ -10,8 +10,9 @@
 // so a transfer that did not happen cannot pass. One line per iteration, a summary at
 // the end (or on SIGINT/SIGTERM).
 //
-// Today both ends live in this process, on two hosts of the in-process fabric. --server
-// and --client (two processes) need the TCP fabric, which is not available yet.
+// Both ends live in this process: on two hosts of the in-process fabric, or (--fabric tcp)
+// on the host's loopback interface with the iWARP fabric, through the kernel's TCP.
+// --server and --client (two processes) are not available yet.
 //
 // Exit status: 0 every iteration verified; 1 a mismatch, a lost reply (timeout), a
 // failed request, a refused or timed-out connection, or a set-up failure; 2 a bad command
@@ -203,6 +204,7 @@ class Pinger {
 
   bool exchange(uint64_t seq, double* us);
   bool rdma(uint64_t seq, Kind kind, double* us);
+  void verify_write(uint64_t seq);
 
   perf::Pair& pair_;
   perf::Endpoint& c_;
@@ -284,9 +286,17 @@ bool Pinger::rdma(uint64_t seq, Kind kind, double* us) {
   NDK_RESULT r{};
   if (!complete(c_.send_cq, what, r)) return false;
   *us = us_since(t0);
-  if (simulate_ == Simulate::kCorrupt && seq == 2 && is_write) target[size_ / 2] ^= 0x5A;  // as a bad wire would
-  verify(target, seq, kind, what);
+  // A write's completion says its source may be reused, not that it landed: on iWARP the
+  // bytes may still be on the wire. The read that follows is served only after the write
+  // was placed (RDMAP ordering), so the write is checked once that read completes.
+  if (!is_write) verify(target, seq, kind, what);
   return true;
+}
+
+void Pinger::verify_write(uint64_t seq) {
+  uint8_t* target = slot(s_.in(), 1);
+  if (simulate_ == Simulate::kCorrupt && seq == 2) target[size_ / 2] ^= 0x5A;  // as a bad wire would
+  verify(target, seq, kWrite, "RDMA write");
 }
 
 bool Pinger::iteration(uint64_t seq) {
@@ -294,6 +304,7 @@ bool Pinger::iteration(uint64_t seq) {
   mismatch_.clear();
   double t_rtt = 0, t_write = 0, t_read = 0;
   bool ok = exchange(seq, &t_rtt) && rdma(seq, kWrite, &t_write) && rdma(seq, kRead, &t_read);
+  if (ok) verify_write(seq);
   if (stopped_) return false;  // interrupted mid-iteration: the summary says the rest
   std::string line = fmt::format("{} bytes from {}: seq={}", size_, address_text(s_.address), seq);
   if (ok) {
@@ -359,15 +370,17 @@ int main(int argc, char** argv) {
       ->type_name("SECONDS")
       ->check(CLI::Range(0.001, 3600.0))
       ->capture_default_str();
-  app.add_flag("-6,--ipv6", ipv6, "Connect over IPv6 (2001:db8::/32) instead of IPv4");
+  app.add_flag("-6,--ipv6", ipv6, "Connect over IPv6 (in-process: 2001:db8::/32; tcp: ::1) instead of IPv4");
   app.add_option("-m,--mode", mode,
                  "Completion mode of creates, connects and closes (default: the completion_mode tunable, "
                  "SOFTNDK_COMPLETION_MODE)")
       ->check(CLI::IsMember({"default", "inline", "caller-thread", "provider-thread", "mixed"}))
       ->capture_default_str();
   app.add_flag("-q,--quiet", quiet, "Print only the summary (and failures)");
-  auto* g = "Between two processes (needs the TCP fabric: not available yet)";
-  app.add_option("--fabric", fabric, "Fabric to use: inproc (one process); tcp and shm are not available yet")
+  auto* g = "Fabric, and two processes (not available yet)";
+  app.add_option("--fabric", fabric,
+                 "Fabric to use: inproc (in-process hosts) or tcp (iWARP over loopback TCP); shm is not "
+                 "available yet")
       ->check(CLI::IsMember({"inproc", "tcp", "shm"}))
       ->capture_default_str()
       ->group(g);
@@ -384,11 +397,11 @@ int main(int argc, char** argv) {
       ->group("Testing");
   if (auto code = parse(app, argc, argv)) return *code;
 
-  if (fabric != "inproc") return usage_error(fmt::format("fabric {} is not available yet (use --fabric inproc)", fabric));
+  if (fabric == "shm") return usage_error("fabric shm is not available yet (use --fabric inproc or tcp)");
   if (server || !client.empty())
     return usage_error(fmt::format(
-        "{} needs a fabric between processes: fabric tcp is not available yet (without --server and "
-        "--client, ndkping runs both ends in this process)",
+        "{} (two processes) is not available yet: without --server and --client, ndkping runs both "
+        "ends in this process, over --fabric inproc or tcp",
         server ? "--server" : "--client"));
   if (size == 0 || size > kMaxSize) return usage_error(fmt::format("--size {}: must be 1 .. {} bytes", size, kMaxSize));
 
@@ -414,6 +427,7 @@ int main(int argc, char** argv) {
   options.queue_depth = 4;
   options.completion_mode = completion_mode(mode);
   options.ipv6 = ipv6;
+  options.fabric = fabric == "tcp" ? SOFTNDK_FABRIC_TCP : SOFTNDK_FABRIC_INPROC;
   options.caller_data.assign(hello.begin(), hello.end());
   options.callee_data.assign(welcome.begin(), welcome.end());
   options.server_answer = sim == Simulate::kRefused          ? perf::PairOptions::Answer::kReject
@@ -445,8 +459,10 @@ int main(int argc, char** argv) {
   }
   SOFTNDK_COMPLETION_MODE in_force = SOFTNDK_COMPLETION_DEFAULT;
   SoftNdkGetCompletionMode(c.adapter, &in_force, nullptr);
-  fmt::print("NDKPING {} port {} from {}: {} bytes per message, RDMA write and read; in-process fabric, {} completions\n",
-             peer, port_of(s.address), address_text(c.address), size, SoftNdkCompletionModeName(in_force));
+  fmt::print("NDKPING {} port {} from {}: {} bytes per message, RDMA write and read; {}, {} completions\n",
+             peer, port_of(s.address), address_text(c.address), size,
+             fabric == "tcp" ? "iWARP fabric over loopback TCP" : "in-process fabric",
+             SoftNdkCompletionModeName(in_force));
   fmt::print("connected: private data verified both ways ({} bytes sent, {} bytes back)\n", hello.size(),
              welcome.size());
   std::fflush(stdout);
