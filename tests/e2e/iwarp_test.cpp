@@ -4,9 +4,14 @@
 // requests, fail the documented ways and tear down. Every completion mode, IPv4 and IPv6,
 // and the wire's variants (MPA revision 1 and 2, CRC on and off).
 #include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <numeric>
 #include <tuple>
 
@@ -456,3 +461,195 @@ INSTANTIATE_TEST_SUITE_P(
     param_name);
 
 }  // namespace
+
+// ---------------------------------------------------------------- two processes --
+
+using namespace e2e;
+//
+// A client in this process and a server in another (this binary again, running only
+// IwarpProcesses.ServerRole): the server accepts with private data that carries its
+// region's token, address and size (as a consumer protocol would), echoes every message
+// back and serves RDMA writes and reads while its consumer only waits.
+
+namespace {
+
+struct ServerOffer {
+  UINT32 token;
+  UINT64 address;
+  UINT64 size;
+};
+
+constexpr int kEchoes = 8;
+constexpr ULONG kMessage = 3000;
+
+}  // namespace
+
+TEST(IwarpProcesses, ServerRole) {
+  const char* fd_text = std::getenv("SOFTNDK_TEST_SERVER_FD");
+  if (fd_text == nullptr) GTEST_SKIP() << "the server half of IwarpProcesses.ClientMovesVerifiedData";
+  const int report = std::atoi(fd_text);
+  const ULONG flags = NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_ALLOW_REMOTE_READ | NDK_MR_FLAG_ALLOW_REMOTE_WRITE;
+  Side server;
+  ASSERT_NO_FATAL_FAILURE(server.open(if_nametoindex("lo"), SOFTNDK_COMPLETION_PROVIDER_THREAD, flags, SOFTNDK_FABRIC_TCP));
+  for (size_t i = 0; i < server.buffer.size(); ++i) server.buffer[i] = static_cast<unsigned char>(i * 13 + 5);
+  Incoming incoming;
+  NDK_ADAPTER* a = server.adapter;
+  NDK_LISTENER* listener = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
+    return a->Dispatch->NdkCreateListener(a, &Incoming::on_connect, &incoming, cb, ctx, out);
+  });
+  ASSERT_NE(listener, nullptr);
+  SOCKADDR_INET address = ipv4("127.0.0.1", 0);
+  Waiter listened;
+  ASSERT_EQ(listened.wait(listener->Dispatch->NdkListen(listener, reinterpret_cast<PSOCKADDR>(&address),
+                                                        length_of(address), &Waiter::on_request, &listened)),
+            STATUS_SUCCESS);
+  ULONG length = sizeof(address);
+  ASSERT_EQ(listener->Dispatch->NdkGetLocalAddress(listener, reinterpret_cast<PSOCKADDR>(&address), &length),
+            STATUS_SUCCESS);
+  const std::string port = std::to_string(ntohs(address.Ipv4.sin_port)) + "\n";
+  ASSERT_EQ(::write(report, port.data(), port.size()), static_cast<ssize_t>(port.size()));
+  ::close(report);
+
+  NDK_CONNECTOR* connector = incoming.next();
+  ASSERT_NE(connector, nullptr);
+  for (int i = 0; i < kEchoes; ++i) {
+    NDK_SGE rx = server.sge(i * 4096, 4096);
+    ASSERT_EQ(server.qp->Dispatch->NdkReceive(server.qp, nullptr, &rx, 1), STATUS_SUCCESS);
+  }
+  ServerOffer offer{server.remote_token(), server.address(0), server.buffer.size()};
+  Disconnects disconnects;
+  Waiter accepted;
+  ASSERT_EQ(accepted.wait(connector->Dispatch->NdkAccept(connector, server.qp, 4, 4, &offer, sizeof(offer),
+                                                         &Disconnects::on, &disconnects, &Waiter::on_request,
+                                                         &accepted)),
+            STATUS_SUCCESS);
+  // Echo each message back from where it landed.
+  for (int i = 0; i < kEchoes; ++i) {
+    auto got = server.poll(1);
+    ASSERT_EQ(got.size(), 1u);
+    ASSERT_EQ(got[0].Status, STATUS_SUCCESS);
+    NDK_SGE back = server.sge(i * 4096, got[0].BytesTransferred);
+    ASSERT_EQ(server.qp->Dispatch->NdkSend(server.qp, nullptr, &back, 1, 0), STATUS_SUCCESS);
+    auto sent = server.poll(1);
+    ASSERT_EQ(sent.size(), 1u);
+    ASSERT_EQ(sent[0].Status, STATUS_SUCCESS);
+  }
+  // The client writes and reads on its own; the server only waits for its disconnect.
+  for (int i = 0; i < 10000 && disconnects.count == 0; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(disconnects.count, 1);
+  close(connector);
+  close(listener);
+  server.close_all();
+}
+
+TEST(IwarpProcesses, ClientMovesVerifiedDataThroughAServerProcess) {
+  // The server: this binary, running the server role; it reports its port on a pipe.
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  // Everything the child needs is prepared here: after fork() it only execs (other
+  // threads of this process may hold locks that malloc would wait for).
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe");
+  std::string filter = "--gtest_filter=IwarpProcesses.ServerRole";
+  std::string fd_variable = "SOFTNDK_TEST_SERVER_FD=" + std::to_string(pipe_fds[1]);
+  std::vector<char*> env;
+  for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
+  env.push_back(fd_variable.data());
+  env.push_back(nullptr);
+  char* argv[] = {const_cast<char*>(self.c_str()), filter.data(), nullptr};
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(pipe_fds[0]);
+    execve(self.c_str(), argv, env.data());
+    _exit(127);
+  }
+  ::close(pipe_fds[1]);
+  // Whatever happens below, the server does not outlive the test.
+  struct Reaper {
+    pid_t pid;
+    int status = -1;
+    bool reaped = false;
+    bool wait(std::chrono::milliseconds limit) {
+      for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;) {
+        if (waitpid(pid, &status, WNOHANG) == pid) return reaped = true;
+        std::this_thread::sleep_for(5ms);
+      }
+      return false;
+    }
+    ~Reaper() {
+      if (reaped) return;
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+  } reaper{child};
+  char text[16] = {};
+  pollfd readable{pipe_fds[0], POLLIN, 0};
+  ASSERT_EQ(::poll(&readable, 1, 10000), 1) << "the server process did not report its port";
+  ASSERT_GT(::read(pipe_fds[0], text, sizeof(text) - 1), 0);
+  ::close(pipe_fds[0]);
+  const uint16_t port = static_cast<uint16_t>(std::atoi(text));
+  ASSERT_NE(port, 0);
+
+  const ULONG flags = NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_ALLOW_REMOTE_READ | NDK_MR_FLAG_ALLOW_REMOTE_WRITE;
+  Side client;
+  ASSERT_NO_FATAL_FAILURE(client.open(if_nametoindex("lo"), SOFTNDK_COMPLETION_INLINE, flags, SOFTNDK_FABRIC_TCP));
+  NDK_ADAPTER* a = client.adapter;
+  NDK_CONNECTOR* connector = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
+    return a->Dispatch->NdkCreateConnector(a, cb, ctx, out);
+  });
+  ASSERT_NE(connector, nullptr);
+  SOCKADDR_INET source = ipv4("127.0.0.1", 0), destination = ipv4("127.0.0.1", port);
+  Waiter connected;
+  ASSERT_EQ(connected.wait(connector->Dispatch->NdkConnect(connector, client.qp, reinterpret_cast<PSOCKADDR>(&source),
+                                                           length_of(source), reinterpret_cast<PSOCKADDR>(&destination),
+                                                           length_of(destination), 4, 4, nullptr, 0,
+                                                           &Waiter::on_request, &connected)),
+            STATUS_SUCCESS);
+  ServerOffer offer{};
+  ULONG offer_length = sizeof(offer);
+  ASSERT_EQ(connector->Dispatch->NdkGetConnectionData(connector, nullptr, nullptr, &offer, &offer_length), STATUS_SUCCESS);
+  ASSERT_EQ(offer_length, sizeof(offer));
+  Waiter completed;
+  ASSERT_EQ(completed.wait(connector->Dispatch->NdkCompleteConnect(connector, nullptr, nullptr, &Waiter::on_request,
+                                                                   &completed)),
+            STATUS_SUCCESS);
+
+  // Messages and their echoes, every byte.
+  for (int i = 0; i < kEchoes; ++i) {
+    for (ULONG k = 0; k < kMessage; ++k) client.buffer[k] = static_cast<unsigned char>(k * 3 + i);
+    NDK_SGE back = client.sge(100000 + i * 4096, 4096);
+    ASSERT_EQ(client.qp->Dispatch->NdkReceive(client.qp, nullptr, &back, 1), STATUS_SUCCESS);
+    NDK_SGE s = client.sge(0, kMessage);
+    ASSERT_EQ(client.qp->Dispatch->NdkSend(client.qp, nullptr, &s, 1, 0), STATUS_SUCCESS);
+    auto done = client.poll(2);  // the send, and the echo's receive
+    ASSERT_EQ(done.size(), 2u);
+    for (const auto& d : done) ASSERT_EQ(d.Status, STATUS_SUCCESS);
+    EXPECT_EQ(std::memcmp(client.buffer.data() + 100000 + i * 4096, client.buffer.data(), kMessage), 0) << i;
+  }
+  // RDMA read of the server's pattern, RDMA write of ours, read back: every byte.
+  const size_t kSize = 300 * 1024;
+  ASSERT_LE(kSize + 500000, offer.size);
+  NDK_SGE r = client.sge(200000, kSize);
+  ASSERT_EQ(client.qp->Dispatch->NdkRead(client.qp, nullptr, &r, 1, offer.address + 500000, offer.token, 0), STATUS_SUCCESS);
+  ASSERT_EQ(client.poll(1).size(), 1u);
+  for (size_t k = 0; k < kSize; ++k)
+    ASSERT_EQ(client.buffer[200000 + k], static_cast<unsigned char>((500000 + k) * 13 + 5)) << k;
+  for (size_t k = 0; k < kSize; ++k) client.buffer[600000 + k] = static_cast<unsigned char>(k % 241);
+  NDK_SGE w = client.sge(600000, kSize);
+  ASSERT_EQ(client.qp->Dispatch->NdkWrite(client.qp, nullptr, &w, 1, offer.address + 500000, offer.token, 0), STATUS_SUCCESS);
+  NDK_SGE again = client.sge(200000, kSize);
+  ASSERT_EQ(client.qp->Dispatch->NdkRead(client.qp, nullptr, &again, 1, offer.address + 500000, offer.token, 0),
+            STATUS_SUCCESS);
+  auto done = client.poll(2);
+  ASSERT_EQ(done.size(), 2u);
+  for (const auto& d : done) ASSERT_EQ(d.Status, STATUS_SUCCESS);
+  EXPECT_EQ(std::memcmp(client.buffer.data() + 200000, client.buffer.data() + 600000, kSize), 0);
+
+  Waiter disconnected;
+  ASSERT_EQ(disconnected.wait(connector->Dispatch->NdkDisconnect(connector, &Waiter::on_request, &disconnected)),
+            STATUS_SUCCESS);
+  ASSERT_TRUE(reaper.wait(10s)) << "the server process did not finish";
+  EXPECT_TRUE(WIFEXITED(reaper.status) && WEXITSTATUS(reaper.status) == 0) << "server status " << reaper.status;
+  close(connector);
+  client.close_all();
+}
