@@ -89,7 +89,12 @@ class TcpInterface::Acceptor final : public Engine::Handler {
 
 TcpInterface::TcpInterface(ULONG ifindex, std::string name, std::vector<SockAddr> addresses,
                            bool loopback)
-    : ifindex_(ifindex), name_(std::move(name)), addresses_(std::move(addresses)), loopback_(loopback) {}
+    : ifindex_(ifindex),
+      name_(std::move(name)),
+      addresses_(std::move(addresses)),
+      loopback_(loopback),
+      // Processes start at different points of the range: fewer collisions between them.
+      next_ephemeral_(static_cast<uint32_t>(getpid()) * 2654435761u) {}
 
 bool TcpInterface::owns(const SockAddr& address) const {
   if (loopback_ && address.family() == AF_INET &&
@@ -102,8 +107,9 @@ TcpInterface::~TcpInterface() {
   for (auto& [key, fd] : reserved_) close(fd);
 }
 
-NTSTATUS TcpInterface::reserve(SockAddr& address) {
-  if (!owns(address)) return STATUS_INVALID_ADDRESS;
+// Binds a socket to `address` and keeps it as the reservation; STATUS_SHARING_VIOLATION
+// when the address:port is taken (here or by another program).
+NTSTATUS TcpInterface::bind_reserved(const SockAddr& address) {
   int fd = make_socket(address.family());
   if (fd < 0) return STATUS_INSUFFICIENT_RESOURCES;
   if (bind(fd, address.sockaddr(), address.length()) != 0) {
@@ -113,10 +119,6 @@ NTSTATUS TcpInterface::reserve(SockAddr& address) {
            : error == EADDRNOTAVAIL ? STATUS_INVALID_ADDRESS
                                     : STATUS_INSUFFICIENT_RESOURCES;
   }
-  sockaddr_storage bound{};
-  socklen_t length = sizeof bound;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length);
-  address = address_of(bound);
   std::lock_guard lock(mutex_);
   // SO_REUSEADDR lets this process bind a port twice; a reservation is exclusive.
   if (!reserved_.emplace(address.key(), fd).second) {
@@ -124,6 +126,27 @@ NTSTATUS TcpInterface::reserve(SockAddr& address) {
     return STATUS_SHARING_VIOLATION;
   }
   return STATUS_SUCCESS;
+}
+
+NTSTATUS TcpInterface::reserve(SockAddr& address) {
+  if (!owns(address)) return STATUS_INVALID_ADDRESS;
+  if (address.port() != 0) return bind_reserved(address);
+  // Port 0: an ephemeral port of the NDK's range, 49152-65535 (R031, R159, R189), tried
+  // from a point that moves on, so that a port just released is not handed out again.
+  constexpr uint32_t kFirst = 49152, kCount = 65536 - kFirst;
+  const uint32_t start = next_ephemeral_.fetch_add(1) % kCount;
+  for (uint32_t i = 0; i < kCount; ++i) {
+    const uint32_t port = kFirst + (start + i) % kCount;
+    address.set_port(static_cast<uint16_t>(port));
+    NTSTATUS status = bind_reserved(address);
+    if (status != STATUS_SHARING_VIOLATION) {
+      if (NT_SUCCESS(status)) next_ephemeral_.store(port - kFirst + 1);
+      else address.set_port(0);
+      return status;
+    }
+  }
+  address.set_port(0);
+  return STATUS_TOO_MANY_ADDRESSES;
 }
 
 void TcpInterface::unreserve(const SockAddr& address) {

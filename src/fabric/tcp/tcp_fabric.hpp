@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <compare>
 #include <map>
 #include <memory>
@@ -26,8 +27,8 @@ class TcpInterface final : public Interface, public std::enable_shared_from_this
   // Its addresses; the loopback interface also owns all of 127.0.0.0/8, as the kernel
   // routes every such address to it (tests give each host its own one).
   bool owns(const SockAddr& address) const override;
-  // Binds a socket to the address (port 0: the kernel's ephemeral port) and keeps it
-  // while the reservation lasts, so that other programs see the port taken.
+  // Binds a socket to the address (port 0: a free port of 49152-65535) and keeps it while
+  // the reservation lasts, so that other programs see the port taken.
   NTSTATUS reserve(SockAddr& address) override;
   void unreserve(const SockAddr& address) override;
   void listen(const SockAddr& address, ListenerEvents* events) override;
@@ -45,11 +46,13 @@ class TcpInterface final : public Interface, public std::enable_shared_from_this
  private:
   class Acceptor;
   using Key = SockAddr::Key;
+  NTSTATUS bind_reserved(const SockAddr& address);
 
   const ULONG ifindex_;
   const std::string name_;
   const std::vector<SockAddr> addresses_;
   const bool loopback_;
+  std::atomic<uint32_t> next_ephemeral_;
   std::mutex mutex_;
   std::map<Key, int> reserved_;  // the bound socket of each reservation
   std::map<Key, std::pair<ListenerEvents*, std::shared_ptr<Acceptor>>> listeners_;
