@@ -65,6 +65,11 @@ const Tunable kTable[] = {
      "iWARP fabric: a Connect asks for RFC 6581 peer-to-peer mode, whose RTR message "
      "completes the passive side's Accept",
      is_flag},
+    {"iwarp_completion", "placed",
+     "iWARP fabric: when a send or RDMA write completes. placed: once the peer placed it (a "
+     "later read's response proves it; a remote failure fails the request itself, as on "
+     "InfiniBand and in-process); sent: once the socket took its bytes (raw iWARP semantics)",
+     [](const std::string& v) { return v == "placed" || v == "sent"; }},
     {"connect_timeout_ms", "30000",
      "How long a Connect waits for the peer's answer, and an Accept for the peer's "
      "CompleteConnect, before failing with STATUS_IO_TIMEOUT",

@@ -313,8 +313,11 @@ TEST_P(Iwarp, WritePastTheRegionTerminatesWithRemoteResources) {
   ASSERT_EQ(client_.qp->Dispatch->NdkWrite(client_.qp, nullptr, &w, 1,
                                            server_.address(server_.buffer.size() - 32), server_.remote_token(), 0),
             STATUS_SUCCESS);
-  // On a wire the write completes once sent; the target's Terminate then ends the
-  // connection on both sides with the bounds status.
+  // The write completes once the target placed it or refused it (iwarp_completion=placed):
+  // here the target's Terminate names it, and ends the connection on both sides.
+  auto results = client_.poll(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].Status, STATUS_REMOTE_RESOURCES);
   ASSERT_TRUE(wait_for(client_disconnects_.count, 1));
   EXPECT_EQ(client_disconnects_.reason, static_cast<ULONG>(STATUS_REMOTE_RESOURCES));
   ASSERT_TRUE(wait_for(server_disconnects_.count, 1));
@@ -323,10 +326,29 @@ TEST_P(Iwarp, WritePastTheRegionTerminatesWithRemoteResources) {
   EXPECT_EQ(std::count(server_.buffer.end() - 32, server_.buffer.end(), 0), 32);
 }
 
+TEST_P(Iwarp, WithCompletionOnSendAWriteCompletesBeforeTheTargetRefusesIt) {
+  // iwarp_completion=sent: a write completes once its bytes left; the Terminate that
+  // follows ends the connection (raw iWARP semantics, for consumers that want them).
+  ASSERT_EQ(SoftNdkSetTunable("iwarp_completion", "sent"), STATUS_SUCCESS);
+  ASSERT_NO_FATAL_FAILURE(connect());
+  NDK_SGE w = client_.sge(0, 64);
+  ASSERT_EQ(client_.qp->Dispatch->NdkWrite(client_.qp, nullptr, &w, 1, server_.address(server_.buffer.size() - 32),
+                                           server_.remote_token(), 0),
+            STATUS_SUCCESS);
+  auto results = client_.poll(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].Status, STATUS_SUCCESS);
+  ASSERT_TRUE(wait_for(client_disconnects_.count, 1));
+  EXPECT_EQ(client_disconnects_.reason, static_cast<ULONG>(STATUS_REMOTE_RESOURCES));
+}
+
 TEST_P(Iwarp, SendWithoutPostedReceiveTerminates) {
   ASSERT_NO_FATAL_FAILURE(connect());
   NDK_SGE s = client_.sge(0, 8);
   ASSERT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, nullptr, &s, 1, 0), STATUS_SUCCESS);
+  auto results = client_.poll(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].Status, STATUS_REMOTE_RESOURCES);  // the Terminate names this send
   ASSERT_TRUE(wait_for(client_disconnects_.count, 1));
   EXPECT_EQ(client_disconnects_.reason, static_cast<ULONG>(STATUS_REMOTE_RESOURCES));
   ASSERT_TRUE(wait_for(server_disconnects_.count, 1));
@@ -343,6 +365,9 @@ TEST_P(Iwarp, ReceiveTooSmallFailsWithBufferOverflow) {
   ASSERT_EQ(received.size(), 1u);
   EXPECT_EQ(received[0].Status, STATUS_BUFFER_OVERFLOW);
   EXPECT_EQ(received[0].BytesTransferred, 16u);  // what fitted
+  auto sent = client_.poll(1);
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].Status, STATUS_BUFFER_OVERFLOW);
   ASSERT_TRUE(wait_for(client_disconnects_.count, 1));
   EXPECT_EQ(client_disconnects_.reason, static_cast<ULONG>(STATUS_BUFFER_OVERFLOW));
 }
@@ -523,16 +548,20 @@ TEST(IwarpProcesses, ServerRole) {
                                                          &Disconnects::on, &disconnects, &Waiter::on_request,
                                                          &accepted)),
             STATUS_SUCCESS);
-  // Echo each message back from where it landed.
-  for (int i = 0; i < kEchoes; ++i) {
+  // Echo each message back from where it landed (receives and the echoes' completions
+  // share the CQ, in whatever order they come).
+  for (int received = 0, echoed = 0; echoed < kEchoes;) {
     auto got = server.poll(1);
-    ASSERT_EQ(got.size(), 1u);
-    ASSERT_EQ(got[0].Status, STATUS_SUCCESS);
-    NDK_SGE back = server.sge(i * 4096, got[0].BytesTransferred);
-    ASSERT_EQ(server.qp->Dispatch->NdkSend(server.qp, nullptr, &back, 1, 0), STATUS_SUCCESS);
-    auto sent = server.poll(1);
-    ASSERT_EQ(sent.size(), 1u);
-    ASSERT_EQ(sent[0].Status, STATUS_SUCCESS);
+    ASSERT_FALSE(got.empty());
+    for (const NDK_RESULT_EX& r : got) {
+      ASSERT_EQ(r.Status, STATUS_SUCCESS);
+      if (r.Type != NdkOperationTypeReceive) {
+        ++echoed;
+        continue;
+      }
+      NDK_SGE back = server.sge(received++ * 4096, r.BytesTransferred);
+      ASSERT_EQ(server.qp->Dispatch->NdkSend(server.qp, nullptr, &back, 1, 0), STATUS_SUCCESS);
+    }
   }
   // The client writes and reads on its own; the server only waits for its disconnect.
   for (int i = 0; i < 10000 && disconnects.count == 0; ++i) std::this_thread::sleep_for(1ms);

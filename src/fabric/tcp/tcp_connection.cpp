@@ -68,6 +68,7 @@ MpaSettings MpaSettings::from_tunables() {
   s.revision = static_cast<uint8_t>(tunables::number("iwarp_mpa_revision"));
   s.crc = tunables::number("iwarp_crc") != 0;
   s.peer_to_peer = tunables::number("iwarp_peer_to_peer") != 0;
+  s.complete_when_placed = tunables::get(*tunables::find("iwarp_completion")) == "placed";
   return s;
 }
 
@@ -236,11 +237,11 @@ void TcpConnection::reject(Side, std::span<const uint8_t> private_data) {
     raw_.resize(mpa_frame_size(frame));
     encode_mpa_frame(frame, raw_);
     raw_sent_ = 0;
-    end_locked(nullptr, STATUS_CANCELLED);
+    end_locked(nullptr);
     return;
   }
   // The active side refuses after the Reply: the passive side finds the connection gone.
-  end_locked(nullptr, STATUS_CANCELLED);
+  end_locked(nullptr);
 }
 
 void TcpConnection::complete(QpEndpoint* qp) {
@@ -260,7 +261,7 @@ void TcpConnection::complete(QpEndpoint* qp) {
     rtr.message.read_request.data_sink_stag = 0;
     rtr.read_request = true;
     tx_.push_back(std::move(rtr));
-    reads_.push_back(PendingRead{UINT64_MAX, 0, 0, 0, {}});
+    reads_.push_back(PendingRead{kNoRequest, 0, 0, 0, 0, {}});
   }
   pump_locked();
   // Messages a peer without RTR sent before our consumer completed: now they land.
@@ -271,24 +272,50 @@ void TcpConnection::complete(QpEndpoint* qp) {
 
 void TcpConnection::disconnect(Side) {
   std::lock_guard lock(mutex_);
-  end_locked(nullptr, STATUS_CANCELLED);
+  if (phase_ != Phase::kEstablished) return end_locked(nullptr);
+  // Graceful: what is on the wire completes (its placement proven by a fence), what was
+  // not sent yet is flushed; FIN once nothing is in flight. Input is discarded meanwhile,
+  // but for read responses and a Terminate.
+  for (auto it = tx_.begin(); it != tx_.end();) {
+    if (encoder_ && it == tx_.begin()) {
+      ++it;
+      continue;
+    }
+    if (it->completes || it->read_request) {
+      if (it->completes) finish_request_locked(it->request, STATUS_CANCELLED);
+    }
+    it = tx_.erase(it);
+  }
+  for (auto it = reads_.begin(); it != reads_.end();) {  // reads whose request never left
+    if (it->request != kNoRequest && it->request >= sent_upto_ && !requests_sent_locked(it->request)) {
+      finish_request_locked(it->request, STATUS_CANCELLED);
+      it = reads_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  phase_ = Phase::kDraining;
+  fin_after_drain_ = true;
+  queue_fence_locked();
+  pump_locked();
 }
 
 void TcpConnection::terminate(Side, NTSTATUS status) {
   // A failure our side detected (a local protection error): the peer is told.
   std::lock_guard lock(mutex_);
-  TerminateInfo t = terminate_with(status == STATUS_ACCESS_VIOLATION ? term::kRdmapLocalCatastrophic
-                                                                     : term::kRdmapOperationUnspecified);
-  end_locked(&t, STATUS_CANCELLED);
+  // The peer's disconnect event carries the status (status_of_terminate inverts this).
+  TerminateInfo t = terminate_with(status == STATUS_ACCESS_VIOLATION   ? term::kRdmapProtectionUnspecified
+                                   : status == STATUS_REMOTE_RESOURCES ? term::kRdmapBaseOrBounds
+                                                                       : term::kRdmapLocalCatastrophic);
+  end_locked(&t);
 }
 
-void TcpConnection::end_locked(const TerminateInfo* terminate, NTSTATUS read_status) {
-  if (phase_ == Phase::kDraining || phase_ == Phase::kClosed) return;
-  const bool established = phase_ == Phase::kEstablished || phase_ == Phase::kAwaitRtr;
+void TcpConnection::end_locked(const TerminateInfo* terminate) {
+  if (phase_ == Phase::kClosed) return;
+  const bool established = phase_ == Phase::kEstablished || phase_ == Phase::kAwaitRtr ||
+                           phase_ == Phase::kDraining;
   phase_ = Phase::kDraining;
-  // Requests not yet on the wire never will be; those in flight are flushed. A read the
-  // Terminate names (it is the first one) fails with the Terminate's status.
-  bool read_named = read_status != STATUS_CANCELLED;
+  // Requests not yet on the wire never will be; those in flight are flushed.
   for (auto it = tx_.begin(); it != tx_.end();) {
     if (encoder_ && it == tx_.begin()) {  // the message in progress finishes its FPDU only
       ++it;
@@ -296,14 +323,10 @@ void TcpConnection::end_locked(const TerminateInfo* terminate, NTSTATUS read_sta
     }
     it = tx_.erase(it);
   }
-  for (PendingRead& read : reads_) {
-    if (read.request == UINT64_MAX) continue;
-    finish_request_locked(read.request, read_named ? read_status : STATUS_CANCELLED);
-    read_named = false;
-  }
   reads_.clear();
   for (uint64_t i = 0; i < requests_.size(); ++i)
     if (!requests_[i].done) finish_request_locked(first_request_ + i, STATUS_CANCELLED);
+  sent_upto_ = fenced_upto_ = first_request_ + requests_.size();
   if (terminate != nullptr && established) {
     TxMessage m;
     m.opcode = Opcode::kTerminate;
@@ -315,6 +338,74 @@ void TcpConnection::end_locked(const TerminateInfo* terminate, NTSTATUS read_sta
   }
   fin_after_drain_ = true;
   pump_locked();
+}
+
+bool TcpConnection::requests_sent_mark_locked(uint64_t request) {
+  if (request < first_request_ || request - first_request_ >= requests_.size()) return false;
+  requests_[request - first_request_].sent = true;
+  return true;
+}
+
+bool TcpConnection::requests_sent_locked(uint64_t request) const {
+  return request >= first_request_ && request - first_request_ < requests_.size() &&
+         requests_[request - first_request_].sent;
+}
+
+void TcpConnection::confirm_locked(uint64_t covers) {
+  for (uint64_t i = 0; i < requests_.size() && first_request_ + i < covers; ++i)
+    if (requests_[i].sent && !requests_[i].done) {
+      requests_[i].done = true;
+      requests_[i].status = STATUS_SUCCESS;
+    }
+}
+
+bool TcpConnection::queue_fence_locked() {
+  if (!settings_.complete_when_placed || sent_upto_ <= fenced_upto_) return false;
+  if (phase_ != Phase::kEstablished && phase_ != Phase::kDraining) return false;
+  TxItem fence;
+  fence.message.opcode = Opcode::kRdmaReadRequest;
+  fence.message.msn = read_msn_++;
+  fence.read_request = true;
+  const uint32_t sink = next_sink_stag_++;
+  if (next_sink_stag_ == 0) next_sink_stag_ = 1;
+  fence.message.read_request.data_sink_stag = sink;
+  tx_.push_back(std::move(fence));
+  reads_.push_back(PendingRead{kNoRequest, sink, 0, sent_upto_, 0, {}});
+  fenced_upto_ = sent_upto_;
+  return true;
+}
+
+void TcpConnection::fail_named_locked(const TerminateInfo& t, NTSTATUS status) {
+  // The message the Terminate names, from the DDP header it copied (RFC 5040): tagged,
+  // a Write by STag and TO; untagged, a Send (queue 0) or Read Request (queue 1) by MSN.
+  const uint8_t* h = t.ddp_header;
+  auto be32 = [](const uint8_t* p) { return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3]; };
+  uint64_t named = kNoRequest;
+  if (t.d) {
+    const bool tagged = (h[0] & ddp_flag::kTagged) != 0;
+    for (uint64_t i = 0; i < requests_.size() && named == kNoRequest; ++i) {
+      const Request& r = requests_[i];
+      if (r.done) continue;
+      const bool match =
+          tagged ? r.opcode == Opcode::kRdmaWrite && r.stag == be32(h + 2) &&
+                       r.to == (uint64_t{be32(h + 6)} << 32 | be32(h + 10))
+                 : ((be32(h + 6) == kQnSend && r.opcode != Opcode::kRdmaWrite &&
+                     r.opcode != Opcode::kRdmaReadRequest) ||
+                    (be32(h + 6) == kQnReadRequest && r.opcode == Opcode::kRdmaReadRequest)) &&
+                       r.msn == be32(h + 10);
+      if (match) named = first_request_ + i;
+    }
+  }
+  if (named == kNoRequest) {  // no usable header: the oldest request the peer had seen
+    for (uint64_t i = 0; i < requests_.size() && named == kNoRequest; ++i)
+      if (!requests_[i].done && (requests_[i].sent || requests_[i].opcode == Opcode::kRdmaReadRequest))
+        named = first_request_ + i;
+  }
+  if (named != kNoRequest) {
+    confirm_locked(named);  // the peer placed what came before it
+    finish_request_locked(named, status);
+  }
+  end_locked(nullptr);
 }
 
 void TcpConnection::close_locked() {
@@ -330,7 +421,7 @@ void TcpConnection::close_locked() {
 void TcpConnection::detach(Side) {
   {
     std::lock_guard lock(mutex_);
-    if (phase_ != Phase::kDraining && phase_ != Phase::kClosed) end_locked(nullptr, STATUS_CANCELLED);
+    if (phase_ != Phase::kDraining && phase_ != Phase::kClosed) end_locked(nullptr);
   }
   deliver_completions();  // the flushed requests, before the QP may go
   bool registered;
@@ -359,7 +450,7 @@ void TcpConnection::detach(Side) {
 void TcpConnection::fail_connection(const TerminateInfo& terminate, NTSTATUS status) {
   {
     std::lock_guard lock(mutex_);
-    end_locked(&terminate, STATUS_CANCELLED);
+    end_locked(&terminate);
   }
   deliver_completions();
   with_events([&](ConnectorEvents* e) { e->peer_disconnected(status); });
@@ -396,7 +487,12 @@ NTSTATUS TcpConnection::post(const TxMessage& message, const ExtentList& data, b
     if (!opcode_info(message.opcode).tagged) item.message.msn = send_msn_++;  // the Sends
     append_iov(item.payload, data);
     item.request = add_request_locked();
-    item.completes = true;  // once the socket has every byte
+    Request& r = requests_.back();
+    r.opcode = item.message.opcode;
+    r.msn = item.message.msn;
+    r.stag = item.message.stag;
+    r.to = item.message.to;
+    item.completes = true;  // once placed, or once the socket has every byte
     item.fence = fence;
     enqueue_locked(std::move(item));
   }
@@ -427,8 +523,13 @@ NTSTATUS TcpConnection::read(Side, const ExtentList& into, uint32_t token, uint6
   {
     std::lock_guard lock(mutex_);
     if (phase_ != Phase::kEstablished) return STATUS_CANCELLED;
-    PendingRead read{add_request_locked(), next_sink_stag_++, into.total(), 0, {}};
+    const uint64_t request = add_request_locked();
+    // The read's response also proves the placement of every send and write before it.
+    PendingRead read{request, next_sink_stag_++, into.total(), request, 0, {}};
     if (next_sink_stag_ == 0) next_sink_stag_ = 1;
+    requests_.back().opcode = Opcode::kRdmaReadRequest;
+    requests_.back().msn = read_msn_;
+    fenced_upto_ = std::max(fenced_upto_, request);
     append_iov(read.sink, into);
     TxItem item;
     item.message.opcode = Opcode::kRdmaReadRequest;
@@ -524,7 +625,7 @@ void TcpConnection::pump_locked() {
     if (!raw_.empty()) {  // a Terminate queued while an FPDU was in progress
       if (!send_raw_locked()) return want_output_locked(true);
     }
-    if (tx_.empty()) break;
+    if (tx_.empty() && !queue_fence_locked()) break;
     TxItem& item = tx_.front();
     if (!encoder_) {
       if (phase_ == Phase::kDraining && !fin_after_drain_) break;
@@ -551,7 +652,11 @@ void TcpConnection::pump_locked() {
     }
     fpdu_iov_count_ = encoder_->next(frame_, fpdu_iov_);
     if (fpdu_iov_count_ == 0) {  // the message is out
-      if (item.completes) finish_request_locked(item.request, STATUS_SUCCESS);
+      if (item.completes && settings_.complete_when_placed) {
+        if (requests_sent_mark_locked(item.request)) sent_upto_ = item.request + 1;
+      } else if (item.completes) {
+        finish_request_locked(item.request, STATUS_SUCCESS);
+      }
       encoder_.reset();
       tx_.pop_front();
       continue;
@@ -561,7 +666,7 @@ void TcpConnection::pump_locked() {
   }
   want_output_locked(false);
   if (phase_ == Phase::kDraining && fin_after_drain_ && tx_.empty() && fpdu_iov_count_ == 0 &&
-      raw_.empty()) {
+      raw_.empty() && reads_.empty()) {
     shutdown(fd_, SHUT_WR);  // FIN: the peer sees the end after everything we sent
     fin_after_drain_ = false;
   }
@@ -631,7 +736,9 @@ void TcpConnection::consume(std::span<const uint8_t> bytes) {
         break;
       }
       case Phase::kAwaitRtr:
-      case Phase::kEstablished: {
+      case Phase::kEstablished:
+      case Phase::kDraining: {
+        if (!parser_) return;  // ended before any FPDU could flow
         bytes = bytes.subspan(parser_->feed(bytes, *this));
         if (parser_->failed()) return on_rx_error();
         break;
@@ -662,7 +769,7 @@ void TcpConnection::on_mpa_frame() {
         encode_mpa_frame(reject, raw_);
       }
       phase_ = Phase::kRequested;  // so that end_locked sends it
-      end_locked(nullptr, STATUS_CANCELLED);
+      end_locked(nullptr);
       return;
     }
     ULONG ird = frame.enhanced ? frame.v2.ird : 0xffff, ord = frame.enhanced ? frame.v2.ord : 0xffff;
@@ -701,7 +808,7 @@ void TcpConnection::on_mpa_frame() {
       negotiated_locked(request_frame_, frame);
       phase_ = Phase::kEstablished;
       TerminateInfo t = terminate_with(*bad);
-      end_locked(&t, STATUS_CANCELLED);
+      end_locked(&t);
     }
     with_events([](ConnectorEvents* e) { e->connect_failed(STATUS_CONNECTION_REFUSED); });
     return;
@@ -731,7 +838,7 @@ void TcpConnection::on_rx_error() {
   // The peer's own Terminate was malformed or it answered ours: just end.
   {
     std::lock_guard lock(mutex_);
-    end_locked(nullptr, STATUS_CANCELLED);
+    end_locked(nullptr);
   }
   deliver_completions();
   with_events([&](ConnectorEvents* e) { e->peer_disconnected(STATUS_CONNECTION_ABORTED); });
@@ -742,7 +849,7 @@ void TcpConnection::on_eof(int error) {
   {
     std::lock_guard lock(mutex_);
     phase = phase_;
-    end_locked(nullptr, STATUS_CANCELLED);
+    end_locked(nullptr);
     close_locked();
   }
   deliver_completions();
@@ -773,10 +880,16 @@ void TcpConnection::on_eof(int error) {
 
 Verdict TcpConnection::begin_segment(const Segment& s) {
   QpEndpoint* qp = qp_.load(std::memory_order_acquire);
-  const bool awaiting_rtr = !active_ && rtr_expected_ && [&] {
+  Phase phase;
+  {
     std::lock_guard lock(mutex_);
-    return phase_ == Phase::kAwaitRtr;
-  }();
+    phase = phase_;
+  }
+  const bool awaiting_rtr = !active_ && rtr_expected_ && phase == Phase::kAwaitRtr;
+  // Ending: only what completes our own requests still counts (read responses, a
+  // Terminate); the peer's messages are let go, as after a FIN.
+  rx_discard_ = phase == Phase::kDraining || qp == nullptr;
+  if (rx_discard_ && s.opcode != Opcode::kRdmaReadResponse && s.opcode != Opcode::kTerminate) return kAccept;
   switch (s.opcode) {
     case Opcode::kRdmaWrite:
       if (s.payload_length == 0) return kAccept;  // the RTR, or an empty write: no placement
@@ -817,6 +930,7 @@ Verdict TcpConnection::begin_segment(const Segment& s) {
 }
 
 Verdict TcpConnection::payload(const Segment& s, uint32_t offset, std::span<const uint8_t> bytes) {
+  if (rx_discard_ && s.opcode != Opcode::kRdmaReadResponse) return kAccept;
   switch (s.opcode) {
     case Opcode::kRdmaWrite: {
       AccessGuard guard;
@@ -851,6 +965,7 @@ Verdict TcpConnection::payload(const Segment& s, uint32_t offset, std::span<cons
 }
 
 Verdict TcpConnection::end_segment(const Segment& s) {
+  if (rx_discard_ && s.opcode != Opcode::kRdmaReadResponse && s.opcode != Opcode::kTerminate) return kAccept;
   switch (s.opcode) {
     case Opcode::kRdmaWrite:
       if (s.payload_length == 0 && [&] {
@@ -865,7 +980,8 @@ Verdict TcpConnection::end_segment(const Segment& s) {
       if (s.last) {
         std::lock_guard lock(mutex_);
         PendingRead& read = reads_.front();
-        if (read.request != UINT64_MAX) finish_request_locked(read.request, STATUS_SUCCESS);
+        confirm_locked(read.covers);
+        if (read.request != kNoRequest) finish_request_locked(read.request, STATUS_SUCCESS);
         reads_.pop_front();
         if (reads_in_flight_ > 0) --reads_in_flight_;
         pump_locked();  // a read or a fenced request may have waited for this one
@@ -906,15 +1022,9 @@ Verdict TcpConnection::end_segment(const Segment& s) {
     }
     case Opcode::kTerminate: {
       const NTSTATUS status = status_of_terminate(s.terminate.code);
-      // A Terminate naming a Read Request fails our oldest read with its status.
-      // (byte 1 of the copied DDP header is the RDMAP control field: its opcode).
-      const bool names_read =
-          s.terminate.r ||
-          (s.terminate.d && (s.terminate.ddp_header[1] & rdmap_ctrl::kOpcodeMask) ==
-                                static_cast<uint8_t>(Opcode::kRdmaReadRequest));
       {
         std::lock_guard lock(mutex_);
-        end_locked(nullptr, names_read ? status : STATUS_CANCELLED);
+        fail_named_locked(s.terminate, status);
       }
       deliver_completions();
       with_events([&](ConnectorEvents* e) { e->peer_disconnected(status); });

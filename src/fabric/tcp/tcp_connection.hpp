@@ -42,6 +42,9 @@ struct MpaSettings {
   uint8_t revision = kMpaRevision2;
   bool crc = true;           // ask for CRC32c (either side asking turns it on)
   bool peer_to_peer = true;  // initiator: ask for RFC 6581 peer-to-peer mode (RTR)
+  // Sends and writes complete once the peer has placed them (a later read's response
+  // proves it), not when their bytes left: a remote failure then fails them (R134).
+  bool complete_when_placed = true;
   static MpaSettings from_tunables();
 };
 
@@ -115,12 +118,21 @@ class TcpConnection final : public Connection,
   struct Request {
     bool done = false;
     NTSTATUS status = STATUS_SUCCESS;
+    bool sent = false;  // its bytes left; done once placed (complete_when_placed)
+    // What a Terminate names it by: a Send's or Read Request's MSN, a Write's STag and TO.
+    Opcode opcode = Opcode::kSend;
+    uint32_t msn = 0;
+    uint32_t stag = 0;
+    uint64_t to = 0;
   };
-  // A read of ours waiting for its response.
+  // A read of ours waiting for its response: a consumer's, the RTR, or a fence that
+  // proves the placement of the sends and writes before it (request kNoRequest).
+  static constexpr uint64_t kNoRequest = UINT64_MAX;
   struct PendingRead {
     uint64_t request;
     uint32_t sink_stag;
     uint64_t length;
+    uint64_t covers = 0;  // requests numbered below this were posted before it
     uint64_t received = 0;
     std::vector<iovec> sink;
   };
@@ -146,9 +158,18 @@ class TcpConnection final : public Connection,
   uint64_t add_request_locked();
   void finish_request_locked(uint64_t request, NTSTATUS status);
   // Starts the end of the connection: stops new work, flushes what is in flight with
-  // STATUS_CANCELLED (the first not-done read with `read_status` when a Terminate names
-  // it), queues `terminate` if given, and lets the rest drain before FIN.
-  void end_locked(const TerminateInfo* terminate, NTSTATUS read_status);
+  // STATUS_CANCELLED (see fail_named_locked for a Terminate received), queues
+  // `terminate` if given, and lets the rest drain before FIN.
+  void end_locked(const TerminateInfo* terminate);
+  // A Terminate from the peer: the request it names fails with `status`; the sends and
+  // writes before it were placed (the peer works in order); the rest is flushed.
+  void fail_named_locked(const TerminateInfo& terminate, NTSTATUS status);
+  // Sends and writes numbered below `covers` whose bytes left are placed: done.
+  void confirm_locked(uint64_t covers);
+  bool requests_sent_mark_locked(uint64_t request);  // false: no longer tracked
+  bool requests_sent_locked(uint64_t request) const;
+  // Queues a zero-length read after sends and writes awaiting proof of placement.
+  bool queue_fence_locked();
   void close_locked();
   NTSTATUS enqueue_locked(TxItem&& item);
   // A send or write: queued, completed once the socket has all of it.
@@ -215,12 +236,15 @@ class TcpConnection final : public Connection,
   std::deque<PendingRead> reads_;  // ours, posting order
   uint32_t reads_in_flight_ = 0;   // read requests sent, not answered
   uint32_t next_sink_stag_ = 1;
+  uint64_t sent_upto_ = 0;     // requests numbered below this have left (or are reads)
+  uint64_t fenced_upto_ = 0;   // ... and a queued read will prove them placed
 
   // Receive (engine thread).
   std::optional<FpduParser> parser_;
   std::vector<uint8_t> rx_buffer_;
   PostedReceive rx_receive_{};
   bool rx_have_receive_ = false;
+  bool rx_discard_ = false;  // the segment in progress is let go (ending)
   uint64_t rx_capacity_ = 0;
   uint64_t rx_bytes_ = 0;
   std::unique_ptr<ExtentList> rx_extents_ = std::make_unique<ExtentList>();
