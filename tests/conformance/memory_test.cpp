@@ -103,6 +103,46 @@ class MemoryTest : public DataPathTest {
                  })
         .status;
   }
+  // Reads into read sinks: a region registered with NDK_MR_FLAG_RDMA_READ_SINK, a
+  // fast-registered page with NDK_OP_FLAG_RDMA_READ_SINK and, with `unflagged`, a region
+  // without the flag; every read succeeds and lands (R135).
+  void ReadSinks(bool unflagged) {
+    Pair pair = MakePair();
+    ASSERT_TRUE(pair.ok());
+    PeerRegion theirs = peer().Register(PAGE_SIZE, kMrAll);
+    peer().Fill(theirs, 0, Pattern(48, 135));
+    LocalRegion& with_flag =
+        Region(PAGE_SIZE, NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_RDMA_READ_SINK);
+    LocalRegion& without = Region(PAGE_SIZE, NDK_MR_FLAG_ALLOW_LOCAL_WRITE);
+    LocalFast lf = MakeFast(1, false);
+    ASSERT_TRUE(lf.ok());
+    ASSERT_EQ(
+        PostFastRegister(pair.q, nullptr, lf.mr, {lf.pages[0]}, 0, PAGE_SIZE, lf.pages[0].QuadPart,
+                         NDK_OP_FLAG_ALLOW_LOCAL_WRITE | NDK_OP_FLAG_RDMA_READ_SINK),
+        STATUS_SUCCESS)
+        << "(R135)";
+    NDK_SGE fast = SgeAt(lf.pages[0].QuadPart, 16, lf.mr->Dispatch->NdkGetLocalTokenFromMr(lf.mr));
+    EXPECT_EQ(PostRead(pair.q, nullptr, {with_flag.Sge(0, 16)}, theirs.address, theirs.remote_token),
+              STATUS_SUCCESS);
+    if (unflagged) {
+      EXPECT_EQ(
+          PostRead(pair.q, nullptr, {without.Sge(0, 16)}, theirs.address + 16, theirs.remote_token),
+          STATUS_SUCCESS);
+    }
+    EXPECT_EQ(PostRead(pair.q, nullptr, {fast}, theirs.address + 32, theirs.remote_token),
+              STATUS_SUCCESS);
+    const size_t n = unflagged ? 4 : 3;  // the fast registration's and the reads'
+    std::vector<NDK_RESULT_EX> r = Poll(pair.q.icq, n);
+    ASSERT_EQ(r.size(), n);
+    for (const NDK_RESULT_EX& x : r)
+      EXPECT_EQ(x.Status, STATUS_SUCCESS) << ResultText(x) << " (R135)";
+    std::vector<uint8_t> expected = Pattern(48, 135);
+    EXPECT_EQ(std::memcmp(with_flag.data, expected.data(), 16), 0);
+    if (unflagged) {
+      EXPECT_EQ(std::memcmp(without.data, expected.data() + 16, 16), 0);
+    }
+    EXPECT_EQ(std::memcmp(lf.buffer->data(), expected.data() + 32, 16), 0);
+  }
   // NdkBuildLAM of `length` bytes of `mdl` into `storage` on the local adapter; with
   // `after_call`, run right after the call returned (before a pending one completes).
   Requested BuildLam(MDL* mdl, size_t length, LamStorage& storage, ULONG* fbo,
@@ -286,6 +326,9 @@ TEST_P(MemoryTest, R134_AccessNeedsTheRegionsRights) {
   }
 }
 
+// Reads into read sinks: a region registered with NDK_MR_FLAG_RDMA_READ_SINK, a
+// fast-registered page with NDK_OP_FLAG_RDMA_READ_SINK and, with `unflagged`, a region
+// without the flag; every read succeeds and lands (R135).
 // R135 (adapters advertising RDMA_READ_SINK_NOT_REQUIRED): the read-sink flags never make a
 // request fail, and a sink without them works too.
 TEST_P(MemoryTest, R135_ReadSinkFlagsNeverFail) {
@@ -293,36 +336,19 @@ TEST_P(MemoryTest, R135_ReadSinkFlagsNeverFail) {
   if (!BothHave(NDK_ADAPTER_FLAG_RDMA_READ_SINK_NOT_REQUIRED))
     GTEST_SKIP()
         << "needs NDK_ADAPTER_FLAG_RDMA_READ_SINK_NOT_REQUIRED (then the sink flags are required)";
-  Pair pair = MakePair();
-  ASSERT_TRUE(pair.ok());
-  PeerRegion theirs = peer().Register(PAGE_SIZE, kMrAll);
-  peer().Fill(theirs, 0, Pattern(48, 135));
-  LocalRegion& with_flag =
-      Region(PAGE_SIZE, NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_RDMA_READ_SINK);
-  LocalRegion& without = Region(PAGE_SIZE, NDK_MR_FLAG_ALLOW_LOCAL_WRITE);
-  LocalFast lf = MakeFast(1, false);
-  ASSERT_TRUE(lf.ok());
-  ASSERT_EQ(
-      PostFastRegister(pair.q, nullptr, lf.mr, {lf.pages[0]}, 0, PAGE_SIZE, lf.pages[0].QuadPart,
-                       NDK_OP_FLAG_ALLOW_LOCAL_WRITE | NDK_OP_FLAG_RDMA_READ_SINK),
-      STATUS_SUCCESS)
-      << "(R135)";
-  NDK_SGE fast = SgeAt(lf.pages[0].QuadPart, 16, lf.mr->Dispatch->NdkGetLocalTokenFromMr(lf.mr));
-  EXPECT_EQ(PostRead(pair.q, nullptr, {with_flag.Sge(0, 16)}, theirs.address, theirs.remote_token),
-            STATUS_SUCCESS);
-  EXPECT_EQ(
-      PostRead(pair.q, nullptr, {without.Sge(0, 16)}, theirs.address + 16, theirs.remote_token),
-      STATUS_SUCCESS);
-  EXPECT_EQ(PostRead(pair.q, nullptr, {fast}, theirs.address + 32, theirs.remote_token),
-            STATUS_SUCCESS);
-  std::vector<NDK_RESULT_EX> r = Poll(pair.q.icq, 4);
-  ASSERT_EQ(r.size(), 4u);
-  for (const NDK_RESULT_EX& x : r)
-    EXPECT_EQ(x.Status, STATUS_SUCCESS) << ResultText(x) << " (R135)";
-  std::vector<uint8_t> expected = Pattern(48, 135);
-  EXPECT_EQ(std::memcmp(with_flag.data, expected.data(), 16), 0);
-  EXPECT_EQ(std::memcmp(without.data, expected.data() + 16, 16), 0);
-  EXPECT_EQ(std::memcmp(lf.buffer->data(), expected.data() + 32, 16), 0);
+  ASSERT_NO_FATAL_FAILURE(ReadSinks(/*unflagged=*/true));
+}
+
+// R135, R212: an adapter without RDMA_READ_SINK_NOT_REQUIRED (SoftNDK: the
+// withheld_capabilities tunable) does not advertise it; a consumer then marks its read sinks
+// with the sink flags, and those reads work.
+TEST_P(MemoryTest, R135_R212_ReadSinksWithoutTheCapability) {
+  ASSERT_NO_FATAL_FAILURE(Start({{"withheld_capabilities", "rdma_read_sink_not_required"}}));
+  if (BothHave(NDK_ADAPTER_FLAG_RDMA_READ_SINK_NOT_REQUIRED))
+    GTEST_SKIP() << "this provider cannot withhold RDMA_READ_SINK_NOT_REQUIRED";
+  EXPECT_EQ(local().info().AdapterFlags & NDK_ADAPTER_FLAG_RDMA_READ_SINK_NOT_REQUIRED, 0u)
+      << "not advertised (R212)";
+  ASSERT_NO_FATAL_FAILURE(ReadSinks(/*unflagged=*/false));
 }
 
 // R136, R138: tokens are valid once the registration completed; after NdkDeregisterMr they
