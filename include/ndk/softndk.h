@@ -136,7 +136,10 @@ SOFTNDK_API VOID SoftNdkResetTunables(VOID);
 typedef enum _SOFTNDK_FAULT_POINT {
     SOFTNDK_FAULT_CREATE = 1,  /* the next object creations on the adapter */
     SOFTNDK_FAULT_REQUEST = 2, /* the next requests that take a RequestCompletion */
-    SOFTNDK_FAULT_OPEN = 3     /* the next adapter opens (pNdkAdapter NULL: no adapter yet) */
+    SOFTNDK_FAULT_OPEN = 3,    /* the next adapter opens (pNdkAdapter NULL: no adapter yet) */
+    SOFTNDK_FAULT_CONNECT = 4  /* the next NdkConnect / NdkConnectWithSharedEndpoint on the
+                                  adapter's connectors: the connector stays unconnected and
+                                  may connect again (STATUS_INSUFFICIENT_RESOURCES: R160) */
 } SOFTNDK_FAULT_POINT;
 
 /* The next Count operations of that kind on this adapter (and its objects) fail with
@@ -158,6 +161,50 @@ SOFTNDK_API NTSTATUS SoftNdkGetCompletionMode(
     _In_ NDK_ADAPTER *pNdkAdapter,
     _Out_ SOFTNDK_COMPLETION_MODE *pMode,
     _Out_opt_ ULONG64 *pSeed);
+
+/* ---- the SoftNDK diagnostics extension (NdkQueryExtensionInterface on an adapter) ----
+ *
+ * The one NDK extension interface SoftNDK defines. Query it on an adapter object:
+ *
+ *   NDK_EXTENSION_INTERFACE ext;
+ *   adapter->Dispatch->NdkQueryExtension(&adapter->Header,
+ *       (GUID *)&SoftNdkDiagnosticsInterfaceId, SOFTNDK_DIAGNOSTICS_VERSION, &ext);
+ *   const SOFTNDK_DIAGNOSTICS_DISPATCH *d = ext.Dispatch;
+ *   SOFTNDK_ADAPTER_DIAGNOSTICS diag = { sizeof(diag) };
+ *   d->SoftNdkQueryDiagnostics(adapter, &diag);
+ *
+ * Version 1.0 is served (a request for major 1 with minor 0). Another GUID, another major,
+ * a higher minor, or any object other than an adapter: STATUS_NOT_SUPPORTED with the
+ * output untouched. */
+extern SOFTNDK_API CONST GUID SoftNdkDiagnosticsInterfaceId; /* 8c5c3a1e-4f0b-4d7e-9a51-5d2f1e0b6a31 */
+#define SOFTNDK_DIAGNOSTICS_VERSION_MAJOR 1
+#define SOFTNDK_DIAGNOSTICS_VERSION_MINOR 0
+
+/* What an adapter is, and what is alive on it right now. */
+typedef struct _SOFTNDK_ADAPTER_DIAGNOSTICS {
+    ULONG Size;                             /* in: sizeof(SOFTNDK_ADAPTER_DIAGNOSTICS) */
+    SOFTNDK_FABRIC Fabric;
+    ULONG IfIndex;                          /* the interface it was opened on */
+    SOFTNDK_COMPLETION_MODE CompletionMode; /* the mode in force (never DEFAULT) */
+    ULONG64 Seed;                           /* of the mixed mode */
+    NDK_VERSION Version;                    /* negotiated */
+    /* Objects created on the adapter and not yet fully closed (their close callback has
+     * not returned), indexed by NDK_OBJECT_TYPE; [NdkObjectTypeUndefined] and
+     * [NdkObjectTypeAdapter] are 0. */
+    ULONG LiveObjects[NdkObjectTypeMax];
+    ULONG LiveLams;                         /* built with NdkBuildLam, not yet released */
+} SOFTNDK_ADAPTER_DIAGNOSTICS;
+
+/* STATUS_SUCCESS; STATUS_INVALID_PARAMETER for something that is not an open adapter, a
+ * null output or Size below sizeof(SOFTNDK_ADAPTER_DIAGNOSTICS). Non-blocking. */
+typedef NTSTATUS (*SOFTNDK_FN_QUERY_DIAGNOSTICS)(
+    _In_ NDK_ADAPTER *pNdkAdapter,
+    _Inout_ SOFTNDK_ADAPTER_DIAGNOSTICS *pDiagnostics);
+
+/* The extension's dispatch table (NDK_EXTENSION_INTERFACE.Dispatch points at it). */
+typedef struct _SOFTNDK_DIAGNOSTICS_DISPATCH {
+    SOFTNDK_FN_QUERY_DIAGNOSTICS SoftNdkQueryDiagnostics;
+} SOFTNDK_DIAGNOSTICS_DISPATCH;
 
 /* ---- diagnostics ---- */
 

@@ -2,8 +2,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 
 #include "core/dispatch.hpp"
+#include "core/memory.hpp"
 #include "core/tunables.hpp"
 #include "ndk/mdl.h"
 
@@ -65,6 +67,9 @@ NDK_ADAPTER_INFO make_info(NDK_VERSION version) {
                       NDK_ADAPTER_FLAG_RDMA_READ_LOCAL_INVALIDATE_SUPPORTED |
                       NDK_ADAPTER_FLAG_CQ_RESIZE_SUPPORTED |
                       NDK_ADAPTER_FLAG_LOOPBACK_CONNECTIONS_SUPPORTED;
+  // A capability withheld is not advertised, and the adapter then acts without it
+  // (dispatch.cpp: moderation refused, read-with-local-invalidate ignored).
+  info.AdapterFlags &= ~static_cast<ULONG>(tunables::withheld_capabilities());
   info.RdmaTechnology = NdkiWarp;
   return info;
 }
@@ -251,18 +256,13 @@ NTSTATUS Adapter::build_lam(MDL* mdl, SIZE_T length, NDK_FN_REQUEST_COMPLETION c
                             ULONG* fbo) {
   if (mdl == nullptr || lam_size == nullptr || fbo == nullptr || length == 0)
     return STATUS_INVALID_PARAMETER;
-  // The first `length` bytes of the chain must be virtually contiguous (R151).
-  auto* start = static_cast<unsigned char*>(MmGetMdlVirtualAddress(mdl));
-  SIZE_T covered = 0;
-  for (MDL* m = mdl; m != nullptr && covered < length; m = m->Next) {
-    if (static_cast<unsigned char*>(MmGetMdlVirtualAddress(m)) != start + covered)
-      return STATUS_INVALID_PARAMETER;
-    covered += MmGetMdlByteCount(m);
-  }
-  if (covered < length) return STATUS_INVALID_PARAMETER;
-
-  ULONG offset = static_cast<ULONG>(reinterpret_cast<uintptr_t>(start) & (PAGE_SIZE - 1));
-  SIZE_T pages = (offset + length + PAGE_SIZE - 1) / PAGE_SIZE;
+  // The chain must be virtually contiguous over `length` (R151); its pages are read from
+  // its PFN arrays during this call (R131, R132).
+  ChainPages described;
+  NTSTATUS status = describe_chain(mdl, length, described);
+  if (status == STATUS_INSUFFICIENT_RESOURCES) return complete_request(this, completion, context, status);
+  if (!NT_SUCCESS(status)) return status;
+  SIZE_T pages = described.pages.size();
   SIZE_T needed = offsetof(NDK_LOGICAL_ADDRESS_MAPPING, AdapterPageArray) +
                   pages * sizeof(NDK_LOGICAL_ADDRESS);
   if (pages > MAXULONG || needed > MAXULONG) return STATUS_INVALID_PARAMETER;
@@ -270,18 +270,27 @@ NTSTATUS Adapter::build_lam(MDL* mdl, SIZE_T length, NDK_FN_REQUEST_COMPLETION c
     *lam_size = static_cast<ULONG>(needed);
     return STATUS_BUFFER_TOO_SMALL;  // R152
   }
-  NTSTATUS status = take_fault(SOFTNDK_FAULT_REQUEST);
+  status = take_fault(SOFTNDK_FAULT_REQUEST);
   if (NT_SUCCESS(status)) {
-    // In user space the logical address of a page is its virtual address.
-    uintptr_t first_page = reinterpret_cast<uintptr_t>(start) - offset;
-    lam->AdapterContext = this;
-    lam->AdapterPageCount = static_cast<ULONG>(pages);
-    for (SIZE_T i = 0; i < pages; ++i)
-      lam->AdapterPageArray[i].QuadPart = static_cast<LONGLONG>(first_page + i * PAGE_SIZE);
-    *lam_size = static_cast<ULONG>(needed);
-    *fbo = offset;
-    std::lock_guard lock(lam_mutex_);
-    lams_[lam] = LamRange{first_page, pages * PAGE_SIZE};
+    // In user space the logical address of a page is the address of the memory behind it.
+    std::unique_ptr<LamRecord> record;
+    try {
+      record = std::make_unique<LamRecord>(LamRecord{lam, std::move(described.pages)});
+    } catch (const std::bad_alloc&) {
+      status = STATUS_INSUFFICIENT_RESOURCES;  // nothing mapped yet (R153)
+    }
+    if (record) {
+      lam->AdapterContext = record.get();  // provider-private (R156)
+      lam->AdapterPageCount = static_cast<ULONG>(pages);
+      for (SIZE_T i = 0; i < pages; ++i)
+        lam->AdapterPageArray[i].QuadPart = static_cast<LONGLONG>(record->pages[i]);
+      *lam_size = static_cast<ULONG>(needed);
+      *fbo = described.first_byte_offset;
+      std::lock_guard lock(lam_mutex_);
+      for (uintptr_t page : record->pages) ++lam_pages_[page];
+      const LamRecord* key = record.get();
+      lams_.emplace(key, std::move(record));
+    }
   }
   return complete_request(this, completion, context, status);
 }
@@ -289,16 +298,42 @@ NTSTATUS Adapter::build_lam(MDL* mdl, SIZE_T length, NDK_FN_REQUEST_COMPLETION c
 void Adapter::release_lam(NDK_LOGICAL_ADDRESS_MAPPING* lam) {
   if (lam == nullptr) return;
   std::lock_guard lock(lam_mutex_);
-  lams_.erase(lam);  // the MDL is left exactly as it was given (R155)
+  // AdapterContext names this adapter's record of the LAM; the consumer never changes it
+  // (R156). Whatever does not match that record exactly is refused and left mapped: a
+  // release must never unmap pages some other LAM handed out.
+  auto it = lams_.find(static_cast<const LamRecord*>(lam->AdapterContext));
+  bool intact = it != lams_.end() && it->second->lam == lam &&
+                lam->AdapterPageCount == it->second->pages.size();
+  for (ULONG i = 0; intact && i < lam->AdapterPageCount; ++i)
+    intact = static_cast<uintptr_t>(lam->AdapterPageArray[i].QuadPart) == it->second->pages[i];
+  if (!intact) {
+    std::fprintf(stderr,
+                 "softndk: NdkReleaseLam(%p): not a live LAM of this adapter, or its "
+                 "AdapterContext or pages were modified (R156); nothing released\n",
+                 static_cast<void*>(lam));
+    return;
+  }
+  for (uintptr_t page : it->second->pages) {
+    auto counted = lam_pages_.find(page);
+    if (--counted->second == 0) lam_pages_.erase(counted);
+  }
+  lams_.erase(it);  // the MDL is left exactly as it was given (R155)
 }
 
 bool Adapter::lam_covers(uintptr_t address, size_t length) const {
+  const uintptr_t first = address & ~uintptr_t{PAGE_SIZE - 1};
+  if (length > 0 && address + (length - 1) < address) return false;  // wraps
+  const uintptr_t last = length == 0 ? first : (address + length - 1) & ~uintptr_t{PAGE_SIZE - 1};
   std::lock_guard lock(lam_mutex_);
-  for (const auto& [lam, range] : lams_)
-    if (address >= range.start && length <= range.length &&
-        address - range.start <= range.length - length)
-      return true;
-  return false;
+  for (uintptr_t page = first;; page += PAGE_SIZE) {
+    if (lam_pages_.find(page) == lam_pages_.end()) return false;
+    if (page == last) return true;
+  }
+}
+
+ULONG Adapter::live_lams() const {
+  std::lock_guard lock(lam_mutex_);
+  return static_cast<ULONG>(lams_.size());
 }
 
 }  // namespace softndk

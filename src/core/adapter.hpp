@@ -5,9 +5,11 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "core/completion.hpp"
 #include "core/object.hpp"
@@ -72,11 +74,23 @@ class Adapter final : public Object {
   NTSTATUS take_fault(SOFTNDK_FAULT_POINT point);
 
   // ---- logical address mappings (children of the adapter) ----
+  // The pages come from the MDL chain's PFN arrays, copied before the call returns (R131,
+  // R132); the LAM's AdapterContext names the record this adapter keeps of it (R156).
   NTSTATUS build_lam(MDL* mdl, SIZE_T length, NDK_FN_REQUEST_COMPLETION completion, PVOID context,
                      NDK_LOGICAL_ADDRESS_MAPPING* lam, ULONG* lam_size, ULONG* fbo);
+  // Releases a LAM this adapter built. A LAM it does not know (never built, released
+  // already, built by another adapter) or whose AdapterContext, AdapterPageCount or pages
+  // were changed is left alone and reported on stderr (R156): the mapping stays live.
   void release_lam(NDK_LOGICAL_ADDRESS_MAPPING* lam);
-  // Whether [address, address+length) lies inside one live LAM of this adapter.
+  // Whether every page [address, address+length) touches is a page of a live LAM of this
+  // adapter.
   bool lam_covers(uintptr_t address, size_t length) const;
+  ULONG live_lams() const;
+
+  // ---- live objects, for the diagnostics extension ----
+  void object_created(NDK_OBJECT_TYPE type) { live_[type].fetch_add(1, std::memory_order_relaxed); }
+  void object_destroyed(NDK_OBJECT_TYPE type) { live_[type].fetch_sub(1, std::memory_order_relaxed); }
+  ULONG live_objects(NDK_OBJECT_TYPE type) const { return live_[type].load(std::memory_order_relaxed); }
 
   NTSTATUS query_info(NDK_ADAPTER_INFO* info, ULONG* size) const;
 
@@ -98,15 +112,20 @@ class Adapter final : public Object {
   struct Fault {
     NTSTATUS status = STATUS_SUCCESS;
     ULONG count = 0;
-  } faults_[3];
+  } faults_[SOFTNDK_FAULT_CONNECT + 1];
   std::atomic<bool> any_fault_{false};
 
-  struct LamRange {
-    uintptr_t start;  // first page
-    size_t length;    // pages x PAGE_SIZE
+  // One built LAM: the pages it handed out, as this adapter recorded them.
+  struct LamRecord {
+    const NDK_LOGICAL_ADDRESS_MAPPING* lam;
+    std::vector<uintptr_t> pages;
   };
   mutable std::mutex lam_mutex_;
-  std::unordered_map<const NDK_LOGICAL_ADDRESS_MAPPING*, LamRange> lams_;
+  // Keyed by the record itself: LAM.AdapterContext holds its address (R156).
+  std::unordered_map<const LamRecord*, std::unique_ptr<LamRecord>> lams_;
+  std::map<uintptr_t, ULONG> lam_pages_;  // page -> how many live LAMs map it
+
+  std::atomic<ULONG> live_[NdkObjectTypeMax] = {};
 };
 
 }  // namespace softndk

@@ -4,6 +4,7 @@
 // the adapter's limits, then act. Validation failures are always returned inline.
 #include "core/dispatch.hpp"
 
+#include <cstring>
 #include <new>
 #include <span>
 #include <type_traits>
@@ -13,6 +14,7 @@
 #include "core/cq.hpp"
 #include "core/pd.hpp"
 #include "core/qp.hpp"
+#include "ndk/softndk.h"
 
 namespace softndk::dispatch {
 namespace {
@@ -60,13 +62,45 @@ NTSTATUS close_object(NDK_OBJECT_HEADER* header, NDK_FN_CLOSE_COMPLETION complet
   return object->close(completion, context);
 }
 
+// The SoftNDK diagnostics extension (ndk/softndk.h): what an adapter is, what lives on it.
+NTSTATUS query_diagnostics(NDK_ADAPTER* ndk, SOFTNDK_ADAPTER_DIAGNOSTICS* out) {
+  Adapter* adapter;
+  NTSTATUS status = resolve(ndk, &adapter);
+  if (!NT_SUCCESS(status)) return STATUS_INVALID_PARAMETER;
+  if (out == nullptr || out->Size < sizeof(SOFTNDK_ADAPTER_DIAGNOSTICS)) return STATUS_INVALID_PARAMETER;
+  SOFTNDK_ADAPTER_DIAGNOSTICS d{};
+  d.Size = sizeof(d);
+  d.Fabric = adapter->iface().fabric();
+  d.IfIndex = adapter->iface().ifindex();
+  d.CompletionMode = adapter->policy().mode();
+  d.Seed = adapter->policy().seed();
+  d.Version = adapter->version();
+  for (int type = NdkObjectTypeQp; type < NdkObjectTypeMax; ++type)
+    d.LiveObjects[type] = adapter->live_objects(static_cast<NDK_OBJECT_TYPE>(type));
+  d.LiveLams = adapter->live_lams();
+  *out = d;
+  return STATUS_SUCCESS;
+}
+
+const SOFTNDK_DIAGNOSTICS_DISPATCH kDiagnostics = {query_diagnostics};
+
+bool same_guid(const GUID& a, const GUID& b) {
+  return a.Data1 == b.Data1 && a.Data2 == b.Data2 && a.Data3 == b.Data3 &&
+         std::memcmp(a.Data4, b.Data4, sizeof(a.Data4)) == 0;
+}
+
 NTSTATUS query_extension(NDK_OBJECT_HEADER* header, GUID* id, NDK_VERSION version,
                          NDK_EXTENSION_INTERFACE* out) {
-  (void)version;
   Object* object = Object::from_header(header, NdkObjectTypeUndefined);
   if (object == nullptr || id == nullptr || out == nullptr) return STATUS_INVALID_PARAMETER;
-  // SoftNDK defines no extension interfaces yet (R207, R209): *out is left untouched.
-  return STATUS_NOT_SUPPORTED;
+  // One extension, on adapters, at 1.0 (a consumer asking for 1.0 accepts any 1.x with
+  // x >= 0). Anything else is not supported and *out is left untouched (R207, R209).
+  if (object->type() != NdkObjectTypeAdapter || !same_guid(*id, SoftNdkDiagnosticsInterfaceId) ||
+      version.Major != SOFTNDK_DIAGNOSTICS_VERSION_MAJOR ||
+      version.Minor > SOFTNDK_DIAGNOSTICS_VERSION_MINOR)
+    return STATUS_NOT_SUPPORTED;
+  out->Dispatch = &kDiagnostics;  // R208
+  return STATUS_SUCCESS;
 }
 
 // Runs `action` on a validated object and completes it as a request (R058-R061).
@@ -223,6 +257,9 @@ NTSTATUS control_cq_moderation(NDK_CQ* ndk, ULONG interval, ULONG count) {
   Cq* cq;
   NTSTATUS status = resolve(ndk, &cq);
   if (!NT_SUCCESS(status)) return status;
+  // Implemented, but refused on an adapter that does not advertise it (R128, R212).
+  if ((cq->adapter().info().AdapterFlags & NDK_ADAPTER_FLAG_CQ_INTERRUPT_MODERATION_SUPPORTED) == 0)
+    return STATUS_NOT_SUPPORTED;
   return cq->moderate(interval, count);
 }
 
@@ -451,6 +488,9 @@ NTSTATUS read(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count, UINT6
   Qp* qp;
   NTSTATUS status = resolve(ndk, &qp);
   if (!NT_SUCCESS(status)) return status;
+  // An adapter that does not advertise read with local invalidate ignores the flag (R094).
+  if ((qp->adapter().info().AdapterFlags & NDK_ADAPTER_FLAG_RDMA_READ_LOCAL_INVALIDATE_SUPPORTED) == 0)
+    flags &= ~static_cast<ULONG>(NDK_OP_FLAG_RDMA_READ_LOCAL_INVALIDATE);
   return qp->post_read(context, sgl, count, address, token, flags);
 }
 
@@ -482,6 +522,18 @@ NTSTATUS check_connect(Connector* connector, NDK_QP* ndk_qp, const PVOID data, U
   return STATUS_SUCCESS;
 }
 
+// Starts a connect unless a failure is injected (SOFTNDK_FAULT_CONNECT): that one is
+// delivered like the connect's own outcome (inline or through the callback) and leaves the
+// connector untouched, so it may connect again (R160, STATUS_INSUFFICIENT_RESOURCES).
+template <class Start>
+NTSTATUS start_connect(Connector& connector, NDK_FN_REQUEST_COMPLETION completion, PVOID context,
+                       Start&& start) {
+  NTSTATUS fault = connector.adapter().take_fault(SOFTNDK_FAULT_CONNECT);
+  if (!NT_SUCCESS(fault))
+    return connector.adapter().complete_request(&connector, completion, context, fault);
+  return start();
+}
+
 std::span<const uint8_t> bytes(const PVOID data, ULONG length) {
   return {static_cast<const uint8_t*>(data), length};
 }
@@ -500,8 +552,10 @@ NTSTATUS connect(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp, const PSOCKADDR source, ULO
   std::optional<SockAddr> from = SockAddr::parse(source, source_length);
   std::optional<SockAddr> to = SockAddr::parse(destination, destination_length);
   if (!from || !to || completion == nullptr) return STATUS_INVALID_PARAMETER;
-  return connector->connect(*qp, *from, nullptr, *to, inbound_limit, outbound_limit,
-                            bytes(data, data_length), completion, context);
+  return start_connect(*connector, completion, context, [&] {
+    return connector->connect(*qp, *from, nullptr, *to, inbound_limit, outbound_limit,
+                              bytes(data, data_length), completion, context);
+  });
 }
 
 NTSTATUS connect_with_shared_endpoint(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp,
@@ -522,8 +576,10 @@ NTSTATUS connect_with_shared_endpoint(NDK_CONNECTOR* ndk, NDK_QP* ndk_qp,
   std::optional<SockAddr> to = SockAddr::parse(destination, destination_length);
   if (!to || completion == nullptr || &endpoint->adapter() != &connector->adapter())
     return STATUS_INVALID_PARAMETER;
-  return connector->connect(*qp, endpoint->address(), endpoint, *to, inbound_limit, outbound_limit,
-                            bytes(data, data_length), completion, context);
+  return start_connect(*connector, completion, context, [&] {
+    return connector->connect(*qp, endpoint->address(), endpoint, *to, inbound_limit,
+                              outbound_limit, bytes(data, data_length), completion, context);
+  });
 }
 
 NTSTATUS complete_connect_common(NDK_CONNECTOR* ndk, const Connector::DisconnectHandler& handler,

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 #include <thread>
 
 #include "core/adapter.hpp"
 #include "core/pd.hpp"
+#include "ndk/mdl.h"
 
 namespace softndk {
 
@@ -111,6 +113,48 @@ NTSTATUS resolve_remote(Adapter& adapter, const Pd& pd, uint32_t token, uint64_t
     if (status != kBusy) return status;
     std::this_thread::yield();
   }
+}
+
+bool ChainPages::adjacent() const {
+  for (size_t i = 1; i < pages.size(); ++i)
+    if (pages[i] != pages[i - 1] + PAGE_SIZE) return false;
+  return true;
+}
+
+NTSTATUS describe_chain(MDL* mdl, SIZE_T length, ChainPages& out) {
+  if (mdl == nullptr || length == 0) return STATUS_INVALID_PARAMETER;
+  const auto start = reinterpret_cast<uintptr_t>(MmGetMdlVirtualAddress(mdl));
+  SIZE_T covered = 0;
+  for (MDL* m = mdl; m != nullptr && covered < length; m = m->Next) {
+    if (reinterpret_cast<uintptr_t>(MmGetMdlVirtualAddress(m)) != start + covered)
+      return STATUS_INVALID_PARAMETER;  // not virtually contiguous
+    covered += MmGetMdlByteCount(m);
+  }
+  if (covered < length) return STATUS_INVALID_PARAMETER;
+  out.base = start;
+  out.first_byte_offset = static_cast<ULONG>(start & (PAGE_SIZE - 1));
+  const SIZE_T count = (out.first_byte_offset + length + PAGE_SIZE - 1) / PAGE_SIZE;
+  try {
+    out.pages.assign(count, 0);
+  } catch (const std::bad_alloc&) {
+    return STATUS_INSUFFICIENT_RESOURCES;
+  }
+  // Each MDL's PFN array covers the pages its own range touches; a page two MDLs share
+  // (one ends and the next begins inside it) is the same page in both.
+  const uintptr_t first_page = start - out.first_byte_offset;
+  covered = 0;
+  for (MDL* m = mdl; m != nullptr && covered < length; m = m->Next) {
+    const auto va = reinterpret_cast<uintptr_t>(MmGetMdlVirtualAddress(m));
+    const SIZE_T index = ((va & ~uintptr_t{PAGE_SIZE - 1}) - first_page) / PAGE_SIZE;
+    const SIZE_T spanned = ((va & (PAGE_SIZE - 1)) + MmGetMdlByteCount(m) + PAGE_SIZE - 1) / PAGE_SIZE;
+    const PPFN_NUMBER pfn = MmGetMdlPfnArray(m);
+    for (SIZE_T j = 0; j < spanned && index + j < count; ++j) {
+      if (pfn[j] == 0) return STATUS_INVALID_PARAMETER;  // never described
+      out.pages[index + j] = static_cast<uintptr_t>(pfn[j]) << PAGE_SHIFT;
+    }
+    covered += MmGetMdlByteCount(m);
+  }
+  return STATUS_SUCCESS;
 }
 
 size_t copy_extents(const ExtentList& to, const ExtentList& from) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <shared_mutex>
 #include <span>
+#include <vector>
 
 #include "ndk/ndkpi.h"
 
@@ -66,6 +67,23 @@ struct Mapping {
   // Appends the memory of [address, address+size), which lies inside; false when full.
   bool map(uint64_t address, size_t size, ExtentList& out) const;
 };
+
+// The memory behind the first `length` bytes of an MDL chain, read from the chain's page
+// frame numbers during the call (R131, R132): the chain's virtual address is only the base
+// that offsets are counted from, never dereferenced.
+struct ChainPages {
+  uint64_t base = 0;             // the first MDL's virtual address (an index)
+  ULONG first_byte_offset = 0;   // of the first byte in the first page
+  std::vector<uintptr_t> pages;  // one memory page address per page the range touches
+  // Whether the pages follow each other in memory (then one pointer reaches them all).
+  bool adjacent() const;
+};
+
+// STATUS_INVALID_PARAMETER when the chain covers fewer than `length` bytes, is not
+// virtually contiguous over them (R130, R151), or names page frame 0 (pages never
+// described: no MmBuildMdlForNonPagedPool); STATUS_INSUFFICIENT_RESOURCES when the page
+// list cannot be allocated.
+NTSTATUS describe_chain(MDL* mdl, SIZE_T length, ChainPages& out);
 
 // Keeps the regions an operation touches registered (their data lock held shared) until
 // it ends. Fixed capacity: a request touches at most kMaxSge local regions plus one remote

@@ -16,9 +16,13 @@ Object::Object(NDK_OBJECT_TYPE type, Adapter* adapter, const void* dispatch)
   link_.ndk.cq.Dispatch = static_cast<const NDK_CQ_DISPATCH*>(dispatch);
   link_.magic = kLiveMagic;
   link_.object = this;
+  if (adapter != nullptr) adapter->object_created(type);
 }
 
-Object::~Object() { link_.magic = 0; }
+Object::~Object() {
+  link_.magic = 0;
+  if (type_ != NdkObjectTypeAdapter) adapter_->object_destroyed(type_);
+}
 
 Object* Object::from_header(const NDK_OBJECT_HEADER* header, NDK_OBJECT_TYPE type) {
   if (header == nullptr) return nullptr;

@@ -73,24 +73,30 @@ NTSTATUS Mr::register_mdl(MDL* mdl, SIZE_T length, ULONG flags) {
     return STATUS_INVALID_PARAMETER;
   if (fast_register_) return STATUS_INVALID_DEVICE_REQUEST;  // R035: wrong kind of MR
   if (length > adapter().info().MaxRegistrationSize) return STATUS_INVALID_PARAMETER;
-  // The first `length` bytes of the chain must be virtually contiguous (R130).
-  auto start = reinterpret_cast<uintptr_t>(MmGetMdlVirtualAddress(mdl));
-  SIZE_T covered = 0;
-  for (MDL* m = mdl; m != nullptr && covered < length; m = m->Next) {
-    if (reinterpret_cast<uintptr_t>(MmGetMdlVirtualAddress(m)) != start + covered)
-      return STATUS_INVALID_PARAMETER;
-    covered += MmGetMdlByteCount(m);
-  }
-  if (covered < length) return STATUS_INVALID_PARAMETER;
+  // The first `length` bytes of the chain must be virtually contiguous (R130). What the
+  // region reaches is read from the chain's page frames now, during the call: the chain
+  // may change as soon as the call returns (R132), and its virtual address is only the
+  // base that addresses are counted from (R131).
+  ChainPages described;
+  NTSTATUS status = describe_chain(mdl, length, described);
+  if (!NT_SUCCESS(status)) return status;
+  const bool adjacent = described.adjacent();
   {
     std::unique_lock lock(data_lock_);
     if (registered_) return STATUS_INVALID_DEVICE_STATE;
     registered_ = true;
     mapping_ = Mapping{};
-    mapping_.base = start;
+    mapping_.base = described.base;
     mapping_.length = length;
     mapping_.rights = flags & ~NDK_MR_FLAG_RDMA_READ_SINK;
-    mapping_.data = static_cast<uint8_t*>(MmGetMdlVirtualAddress(mdl));
+    if (adjacent) {
+      // One run of memory: reached through one pointer (the data path's fast case).
+      mapping_.data = reinterpret_cast<uint8_t*>(described.pages[0] + described.first_byte_offset);
+    } else {
+      pages_ = std::move(described.pages);
+      mapping_.pages = pages_.data();
+      mapping_.first_byte_offset = described.first_byte_offset;
+    }
   }
   replace_tokens(true);  // published last: nobody can name the region before it is complete
   return STATUS_SUCCESS;
@@ -106,6 +112,7 @@ NTSTATUS Mr::deregister() {
   replace_tokens(false);  // the old tokens no longer grant access (R136)
   std::unique_lock lock(data_lock_);
   mapping_ = Mapping{};
+  pages_.clear();
   return STATUS_SUCCESS;
 }
 

@@ -69,7 +69,9 @@ class Mr final : public Object {
   const bool fast_register_;
   mutable std::shared_mutex data_lock_;
   Mapping mapping_;
-  std::vector<uintptr_t> pages_;  // fast registration: sized at initialization
+  // Fast registration: sized at initialization. NdkRegisterMr: the pages of a chain whose
+  // pages are not adjacent in memory.
+  std::vector<uintptr_t> pages_;
   bool registered_ = false;       // NdkRegisterMr done
   bool initialized_ = false;      // NdkInitializeFastRegisterMr done
   bool remote_access_ = false;

@@ -111,6 +111,9 @@ VOID close_handler(NDIS_HANDLE context, NDK_ADAPTER* ndk) {
 
 extern "C" {
 
+const GUID SoftNdkDiagnosticsInterfaceId = {
+    0x8c5c3a1e, 0x4f0b, 0x4d7e, {0x9a, 0x51, 0x5d, 0x2f, 0x1e, 0x0b, 0x6a, 0x31}};
+
 SOFTNDK_API NTSTATUS SoftNdkEnumerateAdapters(SOFTNDK_ADAPTER_DESCRIPTION* out, ULONG* count) {
   if (count == nullptr || (out == nullptr && *count > 0)) return STATUS_INVALID_PARAMETER;
   ULONG capacity = *count;
@@ -246,7 +249,8 @@ SOFTNDK_API NTSTATUS SoftNdkInjectFault(NDK_ADAPTER* ndk, SOFTNDK_FAULT_POINT po
     g_open_fault_count = count;
     return STATUS_SUCCESS;
   }
-  if (adapter == nullptr || (where != SOFTNDK_FAULT_CREATE && where != SOFTNDK_FAULT_REQUEST))
+  if (adapter == nullptr || (where != SOFTNDK_FAULT_CREATE && where != SOFTNDK_FAULT_REQUEST &&
+                             where != SOFTNDK_FAULT_CONNECT))
     return STATUS_INVALID_PARAMETER;
   adapter->inject_fault(static_cast<SOFTNDK_FAULT_POINT>(where), status, count);
   return STATUS_SUCCESS;

@@ -23,6 +23,39 @@ bool is_mode(const std::string& v) {
   return v == "inline" || v == "caller-thread" || v == "provider-thread" || v == "mixed";
 }
 
+// Capabilities an adapter can be told not to advertise; it then behaves as a provider
+// without them (R094, R128, R135, R212).
+struct Capability {
+  const char* name;
+  uint32_t flag;  // NDK_ADAPTER_FLAG_*
+};
+const Capability kWithholdable[] = {
+    {"in_order_dma", 0x1},                 // IN_ORDER_DMA_SUPPORTED
+    {"rdma_read_sink_not_required", 0x2},  // RDMA_READ_SINK_NOT_REQUIRED
+    {"cq_interrupt_moderation", 0x4},      // CQ_INTERRUPT_MODERATION_SUPPORTED
+    {"rdma_read_local_invalidate", 0x10},  // RDMA_READ_LOCAL_INVALIDATE_SUPPORTED
+};
+
+// A comma-separated list of kWithholdable names (empty: none); 0xFFFFFFFF when invalid.
+uint32_t parse_capabilities(const std::string& v) {
+  uint32_t flags = 0;
+  size_t at = 0;
+  while (at < v.size()) {
+    size_t comma = v.find(',', at);
+    std::string_view name(v.data() + at, (comma == std::string::npos ? v.size() : comma) - at);
+    const Capability* found = nullptr;
+    for (const Capability& c : kWithholdable)
+      if (name == c.name) found = &c;
+    if (found == nullptr) return 0xFFFFFFFFu;
+    flags |= found->flag;
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+    if (at == v.size()) return 0xFFFFFFFFu;  // trailing comma
+  }
+  return flags;
+}
+bool is_capability_list(const std::string& v) { return parse_capabilities(v) != 0xFFFFFFFFu; }
+
 // The limits an adapter reports in NDK_ADAPTER_INFO and enforces (R211). The defaults are
 // in the range of real RDMA NICs; tests lower them to reach every maximum cheaply.
 const Tunable kTable[] = {
@@ -74,6 +107,12 @@ const Tunable kTable[] = {
      "How long a Connect waits for the peer's answer, and an Accept for the peer's "
      "CompleteConnect, before failing with STATUS_IO_TIMEOUT",
      is_positive},
+    {"withheld_capabilities", "",
+     "Adapter capabilities not to advertise, comma-separated: in_order_dma, "
+     "rdma_read_sink_not_required, cq_interrupt_moderation (then NdkControlCqInterruptModeration "
+     "returns STATUS_NOT_SUPPORTED), rdma_read_local_invalidate (then reads ignore "
+     "NDK_OP_FLAG_RDMA_READ_LOCAL_INVALIDATE)",
+     is_capability_list},
     {"large_request_threshold", "65536",
      "LargeRequestThreshold: requests at least this large are better as RDMA than sends",
      is_number},
@@ -130,6 +169,11 @@ bool set(const std::string& name, const std::string& value) {
 void reset() {
   std::lock_guard lock(g_mutex);
   g_values.clear();
+}
+
+uint32_t withheld_capabilities() {
+  uint32_t flags = parse_capabilities(get(*find("withheld_capabilities")));
+  return flags == 0xFFFFFFFFu ? 0 : flags;
 }
 
 uint64_t number(const char* name) {

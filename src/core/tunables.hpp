@@ -28,5 +28,7 @@ bool set(const std::string& name, const std::string& value);  // false: unknown/
 void reset();
 
 uint64_t number(const char* name);  // for numeric tunables; aborts on a typo in our code
+// The NDK_ADAPTER_FLAG_* bits the withheld_capabilities tunable names.
+uint32_t withheld_capabilities();
 
 }  // namespace softndk::tunables

@@ -292,6 +292,41 @@ TEST_P(ConnectionTest, R160_FailedConnectIsRetryableOnTheSameConnectorAndQp) {
   }
 }
 
+// R160, R162: out of resources (SoftNDK: the SOFTNDK_FAULT_CONNECT fault point), NdkConnect
+// and NdkConnectWithSharedEndpoint fail with STATUS_INSUFFICIENT_RESOURCES, inline or through
+// the callback as the mode says; nothing reaches the peer, and the same connector connects
+// with the same QP right after.
+TEST_P(ConnectionTest, R160_R162_ConnectOutOfResourcesThenRetry) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  SOCKADDR_INET destination = peer().Address(AF_INET, NextPort());
+  PeerId listener = PeerListen(destination);
+  ASSERT_NE(listener, 0u);
+  NDK_SHARED_ENDPOINT* endpoint = local().CreateSharedEndpoint(LocalAddress(AF_INET));
+  ASSERT_NE(endpoint, nullptr);
+  for (bool shared : {false, true}) {
+    SCOPED_TRACE(shared ? "NdkConnectWithSharedEndpoint" : "NdkConnect");
+    LocalQp q = MakeQp();
+    NDK_CONNECTOR* c = local().CreateConnector();
+    ASSERT_TRUE(q.ok() && c != nullptr);
+    auto connect = [&] {
+      return shared ? StartConnectShared(c, q.qp, endpoint, destination)
+                    : StartConnect(c, q.qp, LocalAddress(AF_INET), destination);
+    };
+    ASSERT_EQ(SoftNdkInjectFault(local().get(), SOFTNDK_FAULT_CONNECT,
+                                 STATUS_INSUFFICIENT_RESOURCES, 1),
+              STATUS_SUCCESS);
+    EXPECT_EQ(Finish(connect()), STATUS_INSUFFICIENT_RESOURCES) << "(R160, R162)";
+    EXPECT_EQ(peer().NextConnectEvent(listener, kSettle), 0u) << "nothing reached the peer";
+    Requested retry = connect();
+    PeerId passive = peer().NextConnectEvent(listener);
+    ASSERT_NE(passive, 0u) << "the retry reached the peer";
+    PeerAsync accept = peer().Accept(passive, peer().CreateQp().qp, 4, 4);
+    EXPECT_EQ(Finish(retry), STATUS_SUCCESS) << "retryable with the same connector and QP (R160)";
+    EXPECT_EQ(Finish(StartCompleteConnect(c)), STATUS_SUCCESS);
+    EXPECT_EQ(peer().WaitOp(accept), STATUS_SUCCESS);
+  }
+}
+
 // R161, R166, R184: a passive Reject makes the active Connect fail with
 // STATUS_CONNECTION_REFUSED and hands it the reject's private data; the connect's private
 // data reached the passive side. Both roles.

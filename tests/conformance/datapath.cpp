@@ -504,6 +504,8 @@ std::vector<NDK_RESULT_EX> DataPathTest::Poll(NDK_CQ* cq, size_t n, Millis timeo
     ULONG want = static_cast<ULONG>(std::min<size_t>(16, n - results.size()));
     ULONG got = cq->Dispatch->NdkGetCqResultsEx(cq, r, want);
     EXPECT_LE(got, want) << "NdkGetCqResultsEx returned more than asked for (R118)";
+    for (ULONG i = 0; i < std::min(got, want); ++i)
+      ExpectTypeSpecificOutput(r[i].Type, r[i].TypeSpecificCompletionOutput);  // R107
     results.insert(results.end(), r, r + std::min(got, want));
     if (got == 0) {
       if (Clock::now() > deadline) break;
@@ -518,6 +520,8 @@ std::vector<NDK_RESULT_EX> DataPathTest::Drain(NDK_CQ* cq) {
   for (;;) {
     NDK_RESULT_EX r[16];
     ULONG got = cq->Dispatch->NdkGetCqResultsEx(cq, r, 16);
+    for (ULONG i = 0; i < std::min<ULONG>(got, 16); ++i)
+      ExpectTypeSpecificOutput(r[i].Type, r[i].TypeSpecificCompletionOutput);  // R107
     results.insert(results.end(), r, r + std::min<ULONG>(got, 16));
     if (got < 16) return results;
   }

@@ -380,6 +380,33 @@ void CountEvent(PVOID context, NTSTATUS status) {
 }
 }  // namespace
 
+void ExpectTypeSpecificOutput(ULONG type, uint64_t output) {
+  if (type == static_cast<ULONG>(NdkOperationTypeReceiveAndInvalidate)) return;
+  EXPECT_EQ(output, 0u) << "TypeSpecificCompletionOutput of an entry of type " << type
+                        << " (R107: 0 for every type but ReceiveAndInvalidate)";
+}
+
+bool QueryDiagnostics(NDK_ADAPTER* adapter, SOFTNDK_ADAPTER_DIAGNOSTICS* out) {
+  NDK_EXTENSION_INTERFACE ext{};
+  GUID id = SoftNdkDiagnosticsInterfaceId;
+  NTSTATUS status = adapter->Dispatch->NdkQueryExtension(
+      &adapter->Header, &id,
+      NDK_VERSION{SOFTNDK_DIAGNOSTICS_VERSION_MAJOR, SOFTNDK_DIAGNOSTICS_VERSION_MINOR}, &ext);
+  if (status != STATUS_SUCCESS || ext.Dispatch == nullptr) {
+    ADD_FAILURE() << "the diagnostics extension: " << StatusText(status) << " (R208)";
+    return false;
+  }
+  const auto* dispatch = static_cast<const SOFTNDK_DIAGNOSTICS_DISPATCH*>(ext.Dispatch);
+  *out = SOFTNDK_ADAPTER_DIAGNOSTICS{};
+  out->Size = sizeof(*out);
+  status = dispatch->SoftNdkQueryDiagnostics(adapter, out);
+  if (status != STATUS_SUCCESS) {
+    ADD_FAILURE() << "SoftNdkQueryDiagnostics: " << StatusText(status);
+    return false;
+  }
+  return true;
+}
+
 bool WaitUntil(const std::function<bool()>& done, Millis timeout) {
   auto deadline = Clock::now() + timeout;
   while (!done()) {
@@ -1042,7 +1069,7 @@ void TimedVoid(const char* what, F&& call) {
 // callbacks are checked when the adapter closes.
 constexpr bool kNoWait = false;
 
-// Any extension: SoftNDK defines none.
+// An extension nobody defines (SoftNDK's own, R208, has another GUID).
 GUID kSomeGuid = {0x12345678, 0x1234, 0x5678, {1, 2, 3, 4, 5, 6, 7, 8}};
 
 void QueryExtension(NDK_FN_QUERY_EXTENSION_INTERFACE fn, NDK_OBJECT_HEADER* header) {
@@ -1052,7 +1079,7 @@ void QueryExtension(NDK_FN_QUERY_EXTENSION_INTERFACE fn, NDK_OBJECT_HEADER* head
     return fn(header, &kSomeGuid, NDK_VERSION{1, 0}, &out);
   });
   ExpectSynchronous(status, "NdkQueryExtension");
-  EXPECT_FALSE(NT_SUCCESS(status)) << "an extension SoftNDK does not define was found";
+  EXPECT_FALSE(NT_SUCCESS(status)) << "an extension nobody defines was found";
 }
 
 }  // namespace

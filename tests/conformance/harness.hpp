@@ -105,6 +105,15 @@ std::string VersionText(NDK_VERSION version);
 // A monotonically increasing stamp shared by every recorder, to check callback order.
 uint64_t NextStamp();
 
+// The SoftNDK diagnostics extension of an adapter (NdkQueryExtension, R208): what it says
+// about `adapter` now, or a failure (and false) when the extension or the query fails.
+bool QueryDiagnostics(NDK_ADAPTER* adapter, SOFTNDK_ADAPTER_DIAGNOSTICS* out);
+
+// R107 (decision, docs/DATAPATH.md): TypeSpecificCompletionOutput means something only for
+// NdkOperationTypeReceiveAndInvalidate (the invalidated token, R096); SoftNDK sets it to 0
+// for every other type. Every NDK_RESULT_EX the data-path helpers poll is checked with this.
+void ExpectTypeSpecificOutput(ULONG type, uint64_t output);
+
 // Polls `done` every millisecond until it holds; false after `timeout`.
 bool WaitUntil(const std::function<bool()>& done, Millis timeout = kWait);
 

@@ -2,10 +2,77 @@
 // ranges, rights, tokens, invalidation (local, remote, by read), windows and their
 // scenarios (read-only, past the end, invalidated by the owner) — and send-and-invalidate
 // (R095-R099, R130, R133-R149), with the statuses of docs/DATAPATH.md.
+#include <sys/mman.h>
+
 #include "datapath.hpp"
 
 namespace conformance {
 namespace {
+
+// An MDL in the kernel's shape for memory that is not where its virtual address says: its
+// virtual range is reserved and inaccessible (PROT_NONE — any access through it faults),
+// and its PFN array names pages of `memory` in the order `order` gives (virtual page i is
+// memory page order[i]). Only a provider that reaches data through the page frames, and
+// uses the virtual address as an index (R131), can work with it.
+class ScatteredMdl {
+ public:
+  ScatteredMdl(const TestBuffer& memory, std::vector<size_t> order, size_t byte_offset,
+               size_t length)
+      : memory_(memory), order_(std::move(order)), reserved_bytes_(order_.size() * PAGE_SIZE) {
+    reserved_ = mmap(nullptr, reserved_bytes_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (reserved_ == MAP_FAILED) {
+      reserved_ = nullptr;
+      return;
+    }
+    address_ = static_cast<unsigned char*>(reserved_) + byte_offset;
+    length_ = length;
+    mdl_ = IoAllocateMdl(address_, static_cast<ULONG>(length), FALSE, FALSE, nullptr);
+    if (mdl_ == nullptr) return;
+    PPFN_NUMBER pfn = MmGetMdlPfnArray(mdl_);
+    for (size_t i = 0; i < order_.size(); ++i)
+      pfn[i] = reinterpret_cast<uintptr_t>(page(i)) >> PAGE_SHIFT;
+    mdl_->MdlFlags = static_cast<CSHORT>(mdl_->MdlFlags | MDL_PAGES_LOCKED);
+  }
+  ~ScatteredMdl() {
+    IoFreeMdl(mdl_);
+    if (reserved_ != nullptr) munmap(reserved_, reserved_bytes_);
+  }
+  ScatteredMdl(const ScatteredMdl&) = delete;
+  ScatteredMdl& operator=(const ScatteredMdl&) = delete;
+
+  MDL* mdl() const { return mdl_; }
+  size_t length() const { return length_; }
+  // The region's base: the MDL's virtual address (inaccessible).
+  uint64_t address() const { return reinterpret_cast<uintptr_t>(address_); }
+  // Where the memory of virtual page i really is.
+  unsigned char* page(size_t i) const {
+    return memory_.data() + order_[i] * PAGE_SIZE;
+  }
+
+ private:
+  const TestBuffer& memory_;
+  std::vector<size_t> order_;
+  size_t reserved_bytes_;
+  void* reserved_ = nullptr;
+  unsigned char* address_ = nullptr;
+  size_t length_ = 0;
+  MDL* mdl_ = nullptr;
+};
+
+// The LAM storage for up to `pages` pages, and its size in bytes.
+struct LamStorage {
+  explicit LamStorage(size_t pages) : words(2 + pages) {}
+  NDK_LOGICAL_ADDRESS_MAPPING* lam() {
+    return reinterpret_cast<NDK_LOGICAL_ADDRESS_MAPPING*>(words.data());
+  }
+  ULONG size() const { return static_cast<ULONG>(words.size() * sizeof(uint64_t)); }
+  std::vector<uint64_t> words;
+};
+
+ULONG LiveLams(NDK_ADAPTER* adapter) {
+  SOFTNDK_ADAPTER_DIAGNOSTICS d;
+  return QueryDiagnostics(adapter, &d) ? d.LiveLams : 0xFFFFFFFFu;
+}
 
 class MemoryTest : public DataPathTest {
  protected:
@@ -36,7 +103,93 @@ class MemoryTest : public DataPathTest {
                  })
         .status;
   }
+  // Reads into read sinks: a region registered with NDK_MR_FLAG_RDMA_READ_SINK, a
+  // fast-registered page with NDK_OP_FLAG_RDMA_READ_SINK and, with `unflagged`, a region
+  // without the flag; every read succeeds and lands (R135).
+  void ReadSinks(bool unflagged) {
+    Pair pair = MakePair();
+    ASSERT_TRUE(pair.ok());
+    PeerRegion theirs = peer().Register(PAGE_SIZE, kMrAll);
+    peer().Fill(theirs, 0, Pattern(48, 135));
+    LocalRegion& with_flag =
+        Region(PAGE_SIZE, NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_RDMA_READ_SINK);
+    LocalRegion& without = Region(PAGE_SIZE, NDK_MR_FLAG_ALLOW_LOCAL_WRITE);
+    LocalFast lf = MakeFast(1, false);
+    ASSERT_TRUE(lf.ok());
+    ASSERT_EQ(
+        PostFastRegister(pair.q, nullptr, lf.mr, {lf.pages[0]}, 0, PAGE_SIZE, lf.pages[0].QuadPart,
+                         NDK_OP_FLAG_ALLOW_LOCAL_WRITE | NDK_OP_FLAG_RDMA_READ_SINK),
+        STATUS_SUCCESS)
+        << "(R135)";
+    NDK_SGE fast = SgeAt(lf.pages[0].QuadPart, 16, lf.mr->Dispatch->NdkGetLocalTokenFromMr(lf.mr));
+    EXPECT_EQ(PostRead(pair.q, nullptr, {with_flag.Sge(0, 16)}, theirs.address, theirs.remote_token),
+              STATUS_SUCCESS);
+    if (unflagged) {
+      EXPECT_EQ(
+          PostRead(pair.q, nullptr, {without.Sge(0, 16)}, theirs.address + 16, theirs.remote_token),
+          STATUS_SUCCESS);
+    }
+    EXPECT_EQ(PostRead(pair.q, nullptr, {fast}, theirs.address + 32, theirs.remote_token),
+              STATUS_SUCCESS);
+    const size_t n = unflagged ? 4 : 3;  // the fast registration's and the reads'
+    std::vector<NDK_RESULT_EX> r = Poll(pair.q.icq, n);
+    ASSERT_EQ(r.size(), n);
+    for (const NDK_RESULT_EX& x : r)
+      EXPECT_EQ(x.Status, STATUS_SUCCESS) << ResultText(x) << " (R135)";
+    std::vector<uint8_t> expected = Pattern(48, 135);
+    EXPECT_EQ(std::memcmp(with_flag.data, expected.data(), 16), 0);
+    if (unflagged) {
+      EXPECT_EQ(std::memcmp(without.data, expected.data() + 16, 16), 0);
+    }
+    EXPECT_EQ(std::memcmp(lf.buffer->data(), expected.data() + 32, 16), 0);
+  }
+  // NdkBuildLAM of `length` bytes of `mdl` into `storage` on the local adapter; with
+  // `after_call`, run right after the call returned (before a pending one completes).
+  Requested BuildLam(MDL* mdl, size_t length, LamStorage& storage, ULONG* fbo,
+                     const std::function<void()>& after_call = {}, bool wait = true) {
+    NDK_ADAPTER* a = local().get();
+    auto size = std::make_shared<ULONG>(storage.size());
+    return local().Request(
+        "NdkBuildLAM",
+        [&, size](NDK_FN_REQUEST_COMPLETION cb, PVOID ctx) {
+          NTSTATUS s = a->Dispatch->NdkBuildLAM(a, mdl, length, cb, ctx, storage.lam(), size.get(), fbo);
+          if (after_call) after_call();
+          return s;
+        },
+        {}, wait);
+  }
+  // A fast-register MR of the local side, initialized for `pages` pages, remote access.
+  NDK_MR* FastMr(ULONG pages) {
+    NDK_MR* mr = local().CreateMr(pd(), true);
+    Requested init =
+        local().Request("NdkInitializeFastRegisterMr", [&](NDK_FN_REQUEST_COMPLETION cb, PVOID ctx) {
+          return mr->Dispatch->NdkInitializeFastRegisterMr(mr, pages, TRUE, cb, ctx);
+        });
+    EXPECT_EQ(init.status, STATUS_SUCCESS) << "NdkInitializeFastRegisterMr";
+    return mr;
+  }
+  // Whether `page` (a logical address) can be fast-registered now, i.e. belongs to a live
+  // LAM; the registration is invalidated again.
+  bool PageMapped(Pair& pair, NDK_MR* mr, LONGLONG page) {
+    NDK_LOGICAL_ADDRESS address;
+    address.QuadPart = page;
+    NTSTATUS s = PostFastRegister(pair.q, nullptr, mr, {address}, 0, PAGE_SIZE, page,
+                                  NDK_OP_FLAG_ALLOW_LOCAL_WRITE | NDK_OP_FLAG_SILENT_SUCCESS);
+    if (s != STATUS_SUCCESS) return false;
+    EXPECT_EQ(PostInvalidate(pair.q, nullptr, H(mr), NDK_OP_FLAG_SILENT_SUCCESS), STATUS_SUCCESS);
+    return true;
+  }
 };
+
+// Points every page frame of `mdl` at `decoy`'s pages and moves its virtual address there:
+// what a consumer breaking R132 would do to the chain of a pending request.
+void Scribble(MDL* mdl, const TestBuffer& decoy) {
+  PPFN_NUMBER pfn = MmGetMdlPfnArray(mdl);
+  for (size_t i = 0; i < ADDRESS_AND_SIZE_TO_SPAN_PAGES(MmGetMdlVirtualAddress(mdl), mdl->ByteCount); ++i)
+    pfn[i] = (reinterpret_cast<uintptr_t>(decoy.data()) >> PAGE_SHIFT) + i;
+  mdl->StartVa = decoy.data();
+  mdl->MappedSystemVa = decoy.data();
+}
 
 // R130: NdkRegisterMr registers Length bytes from the MDL's first byte — a peer reaches
 // exactly those; a chain of virtually contiguous MDLs forms one region; a chain with a gap
@@ -173,6 +326,9 @@ TEST_P(MemoryTest, R134_AccessNeedsTheRegionsRights) {
   }
 }
 
+// Reads into read sinks: a region registered with NDK_MR_FLAG_RDMA_READ_SINK, a
+// fast-registered page with NDK_OP_FLAG_RDMA_READ_SINK and, with `unflagged`, a region
+// without the flag; every read succeeds and lands (R135).
 // R135 (adapters advertising RDMA_READ_SINK_NOT_REQUIRED): the read-sink flags never make a
 // request fail, and a sink without them works too.
 TEST_P(MemoryTest, R135_ReadSinkFlagsNeverFail) {
@@ -180,36 +336,19 @@ TEST_P(MemoryTest, R135_ReadSinkFlagsNeverFail) {
   if (!BothHave(NDK_ADAPTER_FLAG_RDMA_READ_SINK_NOT_REQUIRED))
     GTEST_SKIP()
         << "needs NDK_ADAPTER_FLAG_RDMA_READ_SINK_NOT_REQUIRED (then the sink flags are required)";
-  Pair pair = MakePair();
-  ASSERT_TRUE(pair.ok());
-  PeerRegion theirs = peer().Register(PAGE_SIZE, kMrAll);
-  peer().Fill(theirs, 0, Pattern(48, 135));
-  LocalRegion& with_flag =
-      Region(PAGE_SIZE, NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_RDMA_READ_SINK);
-  LocalRegion& without = Region(PAGE_SIZE, NDK_MR_FLAG_ALLOW_LOCAL_WRITE);
-  LocalFast lf = MakeFast(1, false);
-  ASSERT_TRUE(lf.ok());
-  ASSERT_EQ(
-      PostFastRegister(pair.q, nullptr, lf.mr, {lf.pages[0]}, 0, PAGE_SIZE, lf.pages[0].QuadPart,
-                       NDK_OP_FLAG_ALLOW_LOCAL_WRITE | NDK_OP_FLAG_RDMA_READ_SINK),
-      STATUS_SUCCESS)
-      << "(R135)";
-  NDK_SGE fast = SgeAt(lf.pages[0].QuadPart, 16, lf.mr->Dispatch->NdkGetLocalTokenFromMr(lf.mr));
-  EXPECT_EQ(PostRead(pair.q, nullptr, {with_flag.Sge(0, 16)}, theirs.address, theirs.remote_token),
-            STATUS_SUCCESS);
-  EXPECT_EQ(
-      PostRead(pair.q, nullptr, {without.Sge(0, 16)}, theirs.address + 16, theirs.remote_token),
-      STATUS_SUCCESS);
-  EXPECT_EQ(PostRead(pair.q, nullptr, {fast}, theirs.address + 32, theirs.remote_token),
-            STATUS_SUCCESS);
-  std::vector<NDK_RESULT_EX> r = Poll(pair.q.icq, 4);
-  ASSERT_EQ(r.size(), 4u);
-  for (const NDK_RESULT_EX& x : r)
-    EXPECT_EQ(x.Status, STATUS_SUCCESS) << ResultText(x) << " (R135)";
-  std::vector<uint8_t> expected = Pattern(48, 135);
-  EXPECT_EQ(std::memcmp(with_flag.data, expected.data(), 16), 0);
-  EXPECT_EQ(std::memcmp(without.data, expected.data() + 16, 16), 0);
-  EXPECT_EQ(std::memcmp(lf.buffer->data(), expected.data() + 32, 16), 0);
+  ASSERT_NO_FATAL_FAILURE(ReadSinks(/*unflagged=*/true));
+}
+
+// R135, R212: an adapter without RDMA_READ_SINK_NOT_REQUIRED (SoftNDK: the
+// withheld_capabilities tunable) does not advertise it; a consumer then marks its read sinks
+// with the sink flags, and those reads work.
+TEST_P(MemoryTest, R135_R212_ReadSinksWithoutTheCapability) {
+  ASSERT_NO_FATAL_FAILURE(Start({{"withheld_capabilities", "rdma_read_sink_not_required"}}));
+  if (BothHave(NDK_ADAPTER_FLAG_RDMA_READ_SINK_NOT_REQUIRED))
+    GTEST_SKIP() << "this provider cannot withhold RDMA_READ_SINK_NOT_REQUIRED";
+  EXPECT_EQ(local().info().AdapterFlags & NDK_ADAPTER_FLAG_RDMA_READ_SINK_NOT_REQUIRED, 0u)
+      << "not advertised (R212)";
+  ASSERT_NO_FATAL_FAILURE(ReadSinks(/*unflagged=*/false));
 }
 
 // R136, R138: tokens are valid once the registration completed; after NdkDeregisterMr they
@@ -688,12 +827,7 @@ TEST_P(MemoryTest, R153_R157_LamFailureAndLamHeldAtAdapterClose) {
     return a->Dispatch->NdkBuildLAM(a, buffer.mdl(), buffer.length(), cb, ctx, lam, &size, &fbo);
   });
   EXPECT_EQ(failed.status, STATUS_INSUFFICIENT_RESOURCES) << "inline or asynchronous (R153)";
-  NDK_MR* mr = local().CreateMr(pd(), true);
-  Requested init =
-      local().Request("NdkInitializeFastRegisterMr", [&](NDK_FN_REQUEST_COMPLETION cb, PVOID ctx) {
-        return mr->Dispatch->NdkInitializeFastRegisterMr(mr, 2, TRUE, cb, ctx);
-      });
-  ASSERT_EQ(init.status, STATUS_SUCCESS);
+  NDK_MR* mr = FastMr(2);
   NDK_LOGICAL_ADDRESS page;
   page.QuadPart = static_cast<LONGLONG>(reinterpret_cast<uintptr_t>(buffer.data()));
   EXPECT_EQ(PostFastRegister(pair.q, nullptr, mr, {page}, 0, PAGE_SIZE, page.QuadPart,
@@ -712,6 +846,238 @@ TEST_P(MemoryTest, R153_R157_LamFailureAndLamHeldAtAdapterClose) {
   other->CloseEverything();
   EXPECT_TRUE(other->CloseAdapter()) << "the adapter close does not wait for a LAM (R157)";
   other->VerifyCallbackCounts();
+}
+
+// R131: the region's base virtual address is only an index. The MDL's virtual range is
+// inaccessible and its page frames name three pages of another buffer in scrambled order:
+// a peer's write and read, a local SGE, a window bound at an address inside the region and
+// a LAM all reach, for base + offset, the page the PFN array names for that offset, at the
+// same offset within the page.
+TEST_P(MemoryTest, R131_BaseAddressIsOnlyAnIndex) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  TestBuffer memory(3 * PAGE_SIZE, 0);
+  std::memset(memory.data(), 0, 3 * PAGE_SIZE);
+  const size_t offset = 0x234;
+  ScatteredMdl described(memory, {2, 0, 1}, offset, 3 * PAGE_SIZE - offset - 100);
+  ASSERT_NE(described.mdl(), nullptr);
+  NDK_MR* mr = local().CreateMr(pd(), false);
+  ASSERT_EQ(Register(mr, described.mdl(), described.length(), kMrAll), STATUS_SUCCESS) << "(R131)";
+  Pair pair = MakePair();
+  ASSERT_TRUE(pair.ok());
+  PeerRegion theirs = peer().Register(PAGE_SIZE, kMrAll);
+  std::vector<uint8_t> pattern = Pattern(64, 131);
+  peer().Fill(theirs, 0, pattern);
+  const uint64_t base = described.address();
+  const uint64_t second_page = base + PAGE_SIZE - offset;  // first byte of virtual page 1
+  const UINT32 remote = mr->Dispatch->NdkGetRemoteTokenFromMr(mr);
+  const UINT32 local_token = mr->Dispatch->NdkGetLocalTokenFromMr(mr);
+
+  // A peer's write across the end of virtual page 0: half at the end of the page named
+  // first, half at the start of the page named second.
+  EXPECT_EQ(PeerWrite(pair, theirs, second_page - 32, remote, 64), STATUS_SUCCESS) << "(R131)";
+  EXPECT_EQ(std::memcmp(described.page(0) + PAGE_SIZE - 32, pattern.data(), 32), 0) << "(R131)";
+  EXPECT_EQ(std::memcmp(described.page(1), pattern.data() + 32, 32), 0) << "(R131)";
+  // A peer's read in virtual page 2 gets the bytes of the page named third.
+  std::vector<uint8_t> third = Pattern(48, 31);
+  std::memcpy(described.page(2) + 100, third.data(), third.size());
+  EXPECT_EQ(PeerRead(pair, theirs, second_page + PAGE_SIZE + 100, remote, 48), STATUS_SUCCESS)
+      << "(R131)";
+  EXPECT_EQ(peer().ReadMemory(theirs, 0, 48), third) << "(R131)";
+  // A local SGE inside the region sends what is in the page behind it.
+  std::vector<uint8_t> second = Pattern(40, 32);
+  std::memcpy(described.page(1) + 500, second.data(), second.size());
+  ASSERT_EQ(PostWrite(pair.q, nullptr, {SgeAt(second_page + 500, 40, local_token)},
+                      theirs.address + 512, theirs.remote_token),
+            STATUS_SUCCESS);
+  EXPECT_EQ(LocalStatus(pair), STATUS_SUCCESS) << "(R131)";
+  EXPECT_EQ(peer().ReadMemory(theirs, 512, 40), second) << "(R131)";
+  // A window bound at an address of the region: its address is an index too (R146).
+  NDK_MW* mw = local().CreateMw(pd());
+  ASSERT_EQ(PostBind(pair.q, nullptr, mr, mw, second_page, PAGE_SIZE,
+                     NDK_OP_FLAG_ALLOW_REMOTE_READ | NDK_OP_FLAG_ALLOW_REMOTE_WRITE),
+            STATUS_SUCCESS);
+  EXPECT_EQ(LocalStatus(pair), STATUS_SUCCESS);
+  EXPECT_EQ(PeerWrite(pair, theirs, second_page + 8, mw->Dispatch->NdkGetRemoteTokenFromMw(mw), 16),
+            STATUS_SUCCESS)
+      << "(R131)";
+  std::vector<uint8_t> sent = peer().ReadMemory(theirs, 0, 16);
+  EXPECT_EQ(std::memcmp(described.page(1) + 8, sent.data(), 16), 0) << "(R131)";
+  local().CloseAndWait(mw);
+  local().CloseAndWait(mr);
+  // A LAM of the chain lists the pages the page frames name.
+  LamStorage storage(4);
+  ULONG fbo = 0;
+  ASSERT_EQ(BuildLam(described.mdl(), described.length(), storage, &fbo).status, STATUS_SUCCESS);
+  EXPECT_EQ(fbo, offset) << "(R151)";
+  ASSERT_EQ(storage.lam()->AdapterPageCount, 3u);
+  for (ULONG i = 0; i < 3; ++i)
+    EXPECT_EQ(static_cast<uintptr_t>(storage.lam()->AdapterPageArray[i].QuadPart),
+              reinterpret_cast<uintptr_t>(described.page(i)))
+        << "page " << i << " (R131)";
+  local().get()->Dispatch->NdkReleaseLAM(local().get(), storage.lam());
+}
+
+// R132: the consumer leaves the chain alone while NdkRegisterMr or NdkBuildLAM is pending,
+// so the provider must have taken what it needs by the time the call returns. Right after
+// each call returns (with the provider thread held, so a pending request is still pending)
+// the chain's page frames and address are pointed at a decoy and the MDL is freed: the
+// registration and the LAM still describe the original memory, and the decoy is never
+// touched (an ASan build also sees any later read of the freed MDL).
+TEST_P(MemoryTest, R132_TheChainIsTakenDuringTheCall) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  Pair pair = MakePair();
+  ASSERT_TRUE(pair.ok());
+  PeerRegion theirs = peer().Register(PAGE_SIZE, kMrAll);
+  std::vector<uint8_t> pattern = Pattern(64, 132);
+  peer().Fill(theirs, 0, pattern);
+  TestBuffer memory(2 * PAGE_SIZE, 0), decoy(2 * PAGE_SIZE, 0);
+  std::memset(memory.data(), 0, 2 * PAGE_SIZE);
+  std::memset(decoy.data(), 0, 2 * PAGE_SIZE);
+  const std::vector<uint8_t> untouched(2 * PAGE_SIZE, 0);
+  {
+    SCOPED_TRACE("NdkRegisterMr");
+    MDL* mdl = IoAllocateMdl(memory.data(), 2 * PAGE_SIZE, FALSE, FALSE, nullptr);
+    ASSERT_NE(mdl, nullptr);
+    MmBuildMdlForNonPagedPool(mdl);
+    NDK_MR* mr = local().CreateMr(pd(), false);
+    auto blocker = std::make_unique<ProviderThreadBlocker>(local());
+    Requested reg = local().Request(
+        "NdkRegisterMr",
+        [&](NDK_FN_REQUEST_COMPLETION cb, PVOID ctx) {
+          NTSTATUS s = mr->Dispatch->NdkRegisterMr(mr, mdl, 2 * PAGE_SIZE, kMrAll, cb, ctx);
+          Scribble(mdl, decoy);
+          IoFreeMdl(mdl);
+          return s;
+        },
+        {}, /*wait=*/false);
+    if (blocker->Active() && reg.returned == STATUS_PENDING &&
+        !reg.completion->ran_before_return()) {
+      EXPECT_EQ(reg.completion->entered(), 0) << "changed while still pending";
+    }
+    blocker.reset();
+    ASSERT_EQ(Finish(reg), STATUS_SUCCESS);
+    uint64_t base = reinterpret_cast<uintptr_t>(memory.data());
+    EXPECT_EQ(PeerWrite(pair, theirs, base + PAGE_SIZE - 16, mr->Dispatch->NdkGetRemoteTokenFromMr(mr),
+                        32),
+              STATUS_SUCCESS)
+        << "(R132)";
+    EXPECT_EQ(std::memcmp(memory.data() + PAGE_SIZE - 16, pattern.data(), 32), 0)
+        << "the registered memory (R132)";
+    EXPECT_EQ(std::memcmp(decoy.data(), untouched.data(), untouched.size()), 0)
+        << "the decoy was reached (R132)";
+    local().CloseAndWait(mr);
+  }
+  {
+    SCOPED_TRACE("NdkBuildLAM");
+    MDL* mdl = IoAllocateMdl(memory.data() + 40, PAGE_SIZE, FALSE, FALSE, nullptr);
+    ASSERT_NE(mdl, nullptr);
+    MmBuildMdlForNonPagedPool(mdl);
+    LamStorage storage(4);
+    ULONG fbo = 0;
+    auto blocker = std::make_unique<ProviderThreadBlocker>(local());
+    Requested built = BuildLam(
+        mdl, PAGE_SIZE, storage, &fbo,
+        [&] {
+          Scribble(mdl, decoy);
+          IoFreeMdl(mdl);
+        },
+        /*wait=*/false);
+    if (blocker->Active() && built.returned == STATUS_PENDING &&
+        !built.completion->ran_before_return()) {
+      EXPECT_EQ(built.completion->entered(), 0) << "changed while still pending";
+    }
+    blocker.reset();
+    ASSERT_EQ(Finish(built), STATUS_SUCCESS);
+    EXPECT_EQ(fbo, 40u) << "(R132)";
+    ASSERT_EQ(storage.lam()->AdapterPageCount, 2u) << "(R132)";
+    for (ULONG i = 0; i < 2; ++i)
+      EXPECT_EQ(static_cast<uintptr_t>(storage.lam()->AdapterPageArray[i].QuadPart),
+                reinterpret_cast<uintptr_t>(memory.data()) + i * PAGE_SIZE)
+          << "the original pages (R132)";
+    NDK_MR* fast = FastMr(1);
+    EXPECT_FALSE(PageMapped(pair, fast, static_cast<LONGLONG>(reinterpret_cast<uintptr_t>(decoy.data()))))
+        << "the decoy's page was mapped (R132)";
+    EXPECT_TRUE(PageMapped(pair, fast, storage.lam()->AdapterPageArray[1].QuadPart)) << "(R132)";
+    local().get()->Dispatch->NdkReleaseLAM(local().get(), storage.lam());
+  }
+}
+
+// R156: AdapterContext is the provider's. SoftNDK keeps its record of each LAM there and
+// finds it again in NdkReleaseLAM: a LAM handed back intact is released (its pages can no
+// longer be fast-registered; the diagnostics extension counts one LAM fewer). One whose
+// AdapterContext was changed, or one released already, is refused (reported on stderr)
+// and nothing is released — never another LAM's pages (docs/DESIGN.md).
+TEST_P(MemoryTest, R156_AdapterContextIsTheProvidersOwn) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  Pair pair = MakePair();
+  ASSERT_TRUE(pair.ok());
+  NDK_ADAPTER* a = local().get();
+  TestBuffer buffer(PAGE_SIZE, 0);
+  LamStorage storage(2);
+  ULONG fbo = 0;
+  const ULONG before = LiveLams(a);
+  ASSERT_EQ(BuildLam(buffer.mdl(), PAGE_SIZE, storage, &fbo).status, STATUS_SUCCESS);
+  NDK_LOGICAL_ADDRESS_MAPPING* lam = storage.lam();
+  PVOID context = lam->AdapterContext;
+  EXPECT_NE(context, nullptr) << "the provider keeps its record there (R156)";
+  EXPECT_EQ(LiveLams(a), before + 1);
+  NDK_MR* fast = FastMr(1);
+  const LONGLONG page = lam->AdapterPageArray[0].QuadPart;
+  EXPECT_TRUE(PageMapped(pair, fast, page));
+
+  lam->AdapterContext = &storage;  // what a consumer must never do
+  a->Dispatch->NdkReleaseLAM(a, lam);
+  EXPECT_EQ(LiveLams(a), before + 1) << "a changed AdapterContext released something (R156)";
+  EXPECT_TRUE(PageMapped(pair, fast, page)) << "(R156)";
+
+  lam->AdapterContext = context;
+  a->Dispatch->NdkReleaseLAM(a, lam);
+  EXPECT_EQ(LiveLams(a), before) << "the intact LAM is released (R156)";
+  EXPECT_FALSE(PageMapped(pair, fast, page)) << "released (R156)";
+  a->Dispatch->NdkReleaseLAM(a, lam);
+  EXPECT_EQ(LiveLams(a), before) << "a second release is refused";
+}
+
+// R100: a consumer sends-and-invalidates only toward a peer it knows, out of band, to
+// support remote invalidation. What a SoftNDK consumer can know (docs/DATAPATH.md): every
+// SoftNDK adapter reports RdmaTechnology NdkiWarp, and iWARP's RDMAP (RFC 5040) makes Send
+// with Invalidate part of every implementation, so every SoftNDK peer supports it. Both
+// sides report it, and send-and-invalidate works toward either: the receiver's region is
+// invalidated and its receive reports the token.
+TEST_P(MemoryTest, R100_SoftNdkPeersSupportRemoteInvalidation) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  EXPECT_EQ(local().info().RdmaTechnology, NdkiWarp) << "(R100, docs/DATAPATH.md)";
+  EXPECT_EQ(peer().info().RdmaTechnology, NdkiWarp) << "(R100, docs/DATAPATH.md)";
+  Pair pair = MakePair();
+  ASSERT_TRUE(pair.ok());
+  LocalRegion& mine = Region(PAGE_SIZE);
+  PeerRegion theirs = peer().Register(PAGE_SIZE, kMrAll);
+  // Toward the peer: its fast-registered region.
+  PeerRegion fast = peer().CreateFastRegion(1, true);
+  ASSERT_EQ(peer().FastRegister(pair.p.qp, fast, PAGE_SIZE, 0, NDK_OP_FLAG_ALLOW_REMOTE_READ),
+            STATUS_SUCCESS);
+  ASSERT_EQ(peer().Poll(pair.p.icq, 1).size(), 1u);
+  ASSERT_EQ(peer().Receive(pair.p.qp, 100, {{theirs.id, 0, 64}}), STATUS_SUCCESS);
+  ASSERT_EQ(PostSendInvalidate(pair.q, nullptr, {mine.Sge(0, 8)}, fast.remote_token),
+            STATUS_SUCCESS);
+  EXPECT_EQ(LocalStatus(pair), STATUS_SUCCESS) << "(R100)";
+  std::vector<PeerResult> got = peer().Poll(pair.p.rcq, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].type_specific, fast.remote_token) << "invalidated at the peer (R100)";
+  EXPECT_EQ(peer().Invalidate(pair.p.qp, fast.id), STATUS_INVALID_DEVICE_STATE) << "(R100)";
+  // Toward this side: a window of the local PD.
+  NDK_MW* mw = local().CreateMw(pd());
+  ASSERT_EQ(PostBind(pair.q, nullptr, mine.mr, mw, mine.address(), 64,
+                     NDK_OP_FLAG_ALLOW_REMOTE_READ | NDK_OP_FLAG_SILENT_SUCCESS),
+            STATUS_SUCCESS);
+  const UINT32 window = mw->Dispatch->NdkGetRemoteTokenFromMw(mw);
+  ASSERT_EQ(PostReceive(pair.q, nullptr, {mine.Sge(64, 64)}), STATUS_SUCCESS);
+  ASSERT_EQ(peer().SendAndInvalidate(pair.p.qp, 101, {{theirs.id, 0, 8}}, window), STATUS_SUCCESS);
+  std::vector<NDK_RESULT_EX> received = Poll(pair.q.rcq, 1);
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].Status, STATUS_SUCCESS) << "(R100)";
+  EXPECT_EQ(received[0].TypeSpecificCompletionOutput, window) << "invalidated here (R100)";
+  EXPECT_EQ(PostInvalidate(pair.q, nullptr, H(mw)), STATUS_INVALID_DEVICE_STATE) << "(R100)";
 }
 
 SOFTNDK_INSTANTIATE_DATAPATH(MemoryTest);

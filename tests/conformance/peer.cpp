@@ -1536,6 +1536,7 @@ std::vector<PeerResult> Peer::Poll(PeerId cq, size_t min, size_t max, Millis tim
     x.type = static_cast<ULONG>(GetU64(&r.data[at + 32]));
     x.provider_error = static_cast<ULONG>(GetU64(&r.data[at + 40]));
     x.type_specific = GetU64(&r.data[at + 48]);
+    if (ex) ExpectTypeSpecificOutput(x.type, x.type_specific);  // R107
     results.push_back(x);
   }
   return results;

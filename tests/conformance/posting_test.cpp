@@ -2,6 +2,8 @@
 // successful post, contexts, flags (SILENT_SUCCESS, READ_FENCE, DEFER, SEND_AND_SOLICIT_EVENT,
 // INLINE), SGEs and their tokens, limits, flush and disconnect (R073-R094, R101-R106, R120,
 // R122), with the statuses of docs/DATAPATH.md.
+#include <map>
+
 #include "datapath.hpp"
 
 namespace conformance {
@@ -864,13 +866,16 @@ TEST_P(PostingTest, R094_ReadWithLocalInvalidate) {
       << "a registered region is not invalidated (docs/DATAPATH.md)";
 }
 
-// R094, R212: without NDK_ADAPTER_FLAG_RDMA_READ_LOCAL_INVALIDATE_SUPPORTED the flag is
-// ignored (the read works, the region stays valid).
+// R094, R212: without NDK_ADAPTER_FLAG_RDMA_READ_LOCAL_INVALIDATE_SUPPORTED (SoftNDK: the
+// withheld_capabilities tunable) the flag is not advertised and is ignored (the read works,
+// the region stays valid).
 TEST_P(PostingTest, R094_R212_LocalInvalidateIgnoredWithoutTheCapability) {
-  ASSERT_NO_FATAL_FAILURE(Start());
+  ASSERT_NO_FATAL_FAILURE(Start({{"withheld_capabilities", "rdma_read_local_invalidate"}}));
   if (BothHave(NDK_ADAPTER_FLAG_RDMA_READ_LOCAL_INVALIDATE_SUPPORTED))
-    GTEST_SKIP() << "the adapters advertise NDK_ADAPTER_FLAG_RDMA_READ_LOCAL_INVALIDATE_SUPPORTED "
-                    "(R094_ReadWithLocalInvalidate checks them)";
+    GTEST_SKIP() << "this provider cannot withhold RDMA_READ_LOCAL_INVALIDATE_SUPPORTED "
+                    "(R094_ReadWithLocalInvalidate checks it)";
+  EXPECT_EQ(local().info().AdapterFlags & NDK_ADAPTER_FLAG_RDMA_READ_LOCAL_INVALIDATE_SUPPORTED, 0u)
+      << "not advertised (R212)";
   Pair pair = MakePair();
   ASSERT_TRUE(pair.ok());
   LocalFast lf = MakeFast(1, false);
@@ -1038,6 +1043,73 @@ TEST_P(PostingTest, R198_R199_R200_R201_R202_SrqThresholdsAsReceivesAreConsumed)
   NDK_SGE sge = mine.Sge(0, 64);
   EXPECT_EQ(srq->Dispatch->NdkSrqReceive(srq, nullptr, &sge, 1), STATUS_INSUFFICIENT_RESOURCES)
       << "SrqDepth 0 keeps the depth (R203)";
+}
+
+// R107 (with R096, R104): TypeSpecificCompletionOutput means something only for
+// NdkOperationTypeReceiveAndInvalidate, where it is the invalidated token; SoftNDK's
+// decision (docs/DATAPATH.md) is 0 for every other type. Every type a QP produces is
+// produced here, on both sides, and checked (the polling helpers check it on every entry
+// of every test as well).
+TEST_P(PostingTest, R107_TypeSpecificOutputOnlyForReceiveAndInvalidate) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  Pair pair = MakePair();
+  ASSERT_TRUE(pair.ok());
+  LocalQp& q = pair.q;
+  LocalRegion& mine = Region(PAGE_SIZE);
+  PeerRegion theirs = peer().Register(PAGE_SIZE, kMrAll);
+  std::map<ULONG, int> seen;
+  auto collect = [&](NDK_CQ* cq, ULONG type) {
+    std::vector<NDK_RESULT_EX> r = Poll(cq, 1);
+    ASSERT_EQ(r.size(), 1u) << "type " << type;
+    EXPECT_EQ(r[0].Status, STATUS_SUCCESS) << ResultText(r[0]);
+    EXPECT_EQ(r[0].Type, type);
+    EXPECT_EQ(r[0].TypeSpecificCompletionOutput, 0u) << ResultText(r[0]) << " (R107)";
+    ++seen[r[0].Type];
+  };
+  auto peer_collect = [&](PeerId cq, ULONG type) {
+    std::vector<PeerResult> r = peer().Poll(cq, 1);
+    ASSERT_EQ(r.size(), 1u) << "type " << type;
+    EXPECT_EQ(r[0].status, STATUS_SUCCESS);
+    EXPECT_EQ(r[0].type, type);
+    EXPECT_EQ(r[0].type_specific, 0u) << "the peer's entry of type " << type << " (R107)";
+  };
+  ASSERT_EQ(PostReceive(q, Ctx(1), {mine.Sge(0, 64)}), STATUS_SUCCESS);
+  ASSERT_EQ(peer().Send(pair.p.qp, 1, {{theirs.id, 0, 16}}), STATUS_SUCCESS);
+  collect(q.rcq, NdkOperationTypeReceive);
+  peer_collect(pair.p.icq, NdkOperationTypeSend);
+  ASSERT_EQ(peer().Receive(pair.p.qp, 2, {{theirs.id, 0, 64}}), STATUS_SUCCESS);
+  ASSERT_EQ(PostSend(q, Ctx(2), {mine.Sge(0, 16)}), STATUS_SUCCESS);
+  collect(q.icq, NdkOperationTypeSend);
+  peer_collect(pair.p.rcq, NdkOperationTypeReceive);
+  ASSERT_EQ(PostWrite(q, Ctx(3), {mine.Sge(0, 16)}, theirs.address, theirs.remote_token),
+            STATUS_SUCCESS);
+  collect(q.icq, NdkOperationTypeWrite);
+  ASSERT_EQ(PostRead(q, Ctx(4), {mine.Sge(0, 16)}, theirs.address, theirs.remote_token),
+            STATUS_SUCCESS);
+  collect(q.icq, NdkOperationTypeRead);
+  NDK_MW* mw = local().CreateMw(pd());
+  ASSERT_NE(mw, nullptr);
+  ASSERT_EQ(PostBind(q, Ctx(5), mine.mr, mw, mine.address(), 64, NDK_OP_FLAG_ALLOW_REMOTE_READ),
+            STATUS_SUCCESS);
+  collect(q.icq, NdkOperationTypeBind);
+  ASSERT_EQ(PostInvalidate(q, Ctx(6), H(mw)), STATUS_SUCCESS);
+  collect(q.icq, NdkOperationTypeInvalidate);
+  LocalFast lf = MakeFast(1, true);
+  ASSERT_TRUE(lf.ok());
+  ASSERT_EQ(PostFastRegister(q, Ctx(7), lf.mr, {lf.pages[0]}, 0, PAGE_SIZE, lf.pages[0].QuadPart,
+                             NDK_OP_FLAG_ALLOW_LOCAL_WRITE | NDK_OP_FLAG_ALLOW_REMOTE_READ),
+            STATUS_SUCCESS);
+  collect(q.icq, NdkOperationTypeFastRegister);
+  // The one type that carries something: the token the peer invalidated (R096).
+  UINT32 token = lf.mr->Dispatch->NdkGetRemoteTokenFromMr(lf.mr);
+  ASSERT_EQ(PostReceive(q, Ctx(8), {mine.Sge(0, 64)}), STATUS_SUCCESS);
+  ASSERT_EQ(peer().SendAndInvalidate(pair.p.qp, 3, {{theirs.id, 0, 8}}, token), STATUS_SUCCESS);
+  std::vector<NDK_RESULT_EX> r = Poll(q.rcq, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].Type, NdkOperationTypeReceiveAndInvalidate) << "(R096)";
+  EXPECT_EQ(r[0].TypeSpecificCompletionOutput, token) << "(R096, R107)";
+  peer_collect(pair.p.icq, NdkOperationTypeSend);
+  EXPECT_EQ(seen.size(), 7u) << "every other type was produced";
 }
 
 SOFTNDK_INSTANTIATE_DATAPATH(PostingTest);

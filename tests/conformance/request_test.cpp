@@ -477,6 +477,105 @@ TEST_P(RequestTest, R206_R207_R209_QueryExtensionOnEveryObject) {
   }
 }
 
+// R208: a supported (GUID, version) — SoftNDK's diagnostics extension, on an adapter —
+// answers STATUS_SUCCESS with pExtensionInterface->Dispatch pointing at its dispatch table,
+// and the table works: it reports the adapter's fabric, interface, completion mode and
+// version, and counts the objects and LAMs live on it. Another version (a higher minor,
+// another major), another GUID or another object type is STATUS_NOT_SUPPORTED with the
+// output untouched (R207, R209).
+TEST_P(RequestTest, R208_SupportedExtensionGivesItsDispatchTable) {
+  NDK_ADAPTER* a = adapter_->get();
+  GUID id = SoftNdkDiagnosticsInterfaceId;
+  const NDK_VERSION version{SOFTNDK_DIAGNOSTICS_VERSION_MAJOR, SOFTNDK_DIAGNOSTICS_VERSION_MINOR};
+  NDK_EXTENSION_INTERFACE ext{};
+  ASSERT_EQ(adapter_->dispatch()->NdkQueryExtension(&a->Header, &id, version, &ext), STATUS_SUCCESS)
+      << "(R208)";
+  ASSERT_NE(ext.Dispatch, nullptr) << "(R208)";
+  const auto* table = static_cast<const SOFTNDK_DIAGNOSTICS_DISPATCH*>(ext.Dispatch);
+  ASSERT_NE(table->SoftNdkQueryDiagnostics, nullptr) << "(R208)";
+
+  SOFTNDK_ADAPTER_DIAGNOSTICS d{};
+  d.Size = sizeof(d);
+  ASSERT_EQ(table->SoftNdkQueryDiagnostics(a, &d), STATUS_SUCCESS);
+  SOFTNDK_COMPLETION_MODE mode_in_force;
+  ULONG64 seed = 0;
+  ASSERT_EQ(SoftNdkGetCompletionMode(a, &mode_in_force, &seed), STATUS_SUCCESS);
+  EXPECT_EQ(d.Size, sizeof(d));
+  EXPECT_EQ(d.Fabric, GetParam().fabric);
+  EXPECT_EQ(d.IfIndex, host_.if_index);
+  EXPECT_EQ(d.CompletionMode, mode_in_force);
+  EXPECT_EQ(d.CompletionMode, mode());
+  EXPECT_EQ(d.Seed, seed);
+  EXPECT_EQ(d.Version.Major, 2);
+  EXPECT_EQ(d.Version.Minor, 1);
+  EXPECT_EQ(d.LiveObjects[NdkObjectTypeUndefined], 0u);
+  EXPECT_EQ(d.LiveObjects[NdkObjectTypeAdapter], 0u);
+
+  // Counting: one of every type (two CQs, two MRs, two QPs), and a LAM.
+  const SOFTNDK_ADAPTER_DIAGNOSTICS empty = d;
+  ObjectSet s = adapter_->CreateAll();
+  ASSERT_NE(s.pd, nullptr);
+  TestBuffer buffer(PAGE_SIZE, 0);
+  std::vector<uint64_t> storage(4);
+  auto* lam = reinterpret_cast<NDK_LOGICAL_ADDRESS_MAPPING*>(storage.data());
+  ULONG size = static_cast<ULONG>(storage.size() * sizeof(uint64_t)), fbo = 0;
+  ASSERT_EQ(adapter_->Request("NdkBuildLAM", [&](NDK_FN_REQUEST_COMPLETION cb, PVOID ctx) {
+                      return a->Dispatch->NdkBuildLAM(a, buffer.mdl(), PAGE_SIZE, cb, ctx, lam, &size, &fbo);
+                    }).status,
+            STATUS_SUCCESS);
+  ASSERT_EQ(table->SoftNdkQueryDiagnostics(a, &d), STATUS_SUCCESS);
+  const std::pair<NDK_OBJECT_TYPE, ULONG> created[] = {
+      {NdkObjectTypeQp, 2}, {NdkObjectTypeCq, 2}, {NdkObjectTypeMr, 2},
+      {NdkObjectTypeMw, 1}, {NdkObjectTypePd, 1}, {NdkObjectTypeSharedEndpoint, 1},
+      {NdkObjectTypeConnector, 1}, {NdkObjectTypeListener, 1}, {NdkObjectTypeSrq, 1}};
+  for (const auto& [type, count] : created)
+    EXPECT_EQ(d.LiveObjects[type], empty.LiveObjects[type] + count) << SoftNdkObjectTypeName(type);
+  EXPECT_EQ(d.LiveLams, empty.LiveLams + 1);
+  a->Dispatch->NdkReleaseLAM(a, lam);
+  adapter_->CloseAll(s);
+  // An object counts until its close has completed (the callback returned).
+  EXPECT_TRUE(WaitUntil([&] {
+    return table->SoftNdkQueryDiagnostics(a, &d) == STATUS_SUCCESS &&
+           std::memcmp(d.LiveObjects, empty.LiveObjects, sizeof(d.LiveObjects)) == 0 &&
+           d.LiveLams == empty.LiveLams;
+  })) << "the counts went back";
+
+  // The table's own argument checks.
+  SOFTNDK_ADAPTER_DIAGNOSTICS small{};
+  small.Size = sizeof(small) - 1;
+  EXPECT_EQ(table->SoftNdkQueryDiagnostics(a, &small), STATUS_INVALID_PARAMETER);
+  EXPECT_EQ(table->SoftNdkQueryDiagnostics(a, nullptr), STATUS_INVALID_PARAMETER);
+  EXPECT_EQ(table->SoftNdkQueryDiagnostics(nullptr, &d), STATUS_INVALID_PARAMETER);
+
+  // What is not supported leaves the output alone.
+  GUID other = id;
+  other.Data4[7] ^= 1;
+  NDK_PD* pd = adapter_->CreatePd();
+  ASSERT_NE(pd, nullptr);
+  struct Case {
+    const char* what;
+    NDK_OBJECT_HEADER* object;
+    NDK_FN_QUERY_EXTENSION_INTERFACE query;
+    GUID* guid;
+    NDK_VERSION version;
+  } unsupported[] = {
+      {"a higher minor", &a->Header, adapter_->dispatch()->NdkQueryExtension, &id,
+       NDK_VERSION{SOFTNDK_DIAGNOSTICS_VERSION_MAJOR, SOFTNDK_DIAGNOSTICS_VERSION_MINOR + 1}},
+      {"another major", &a->Header, adapter_->dispatch()->NdkQueryExtension, &id,
+       NDK_VERSION{SOFTNDK_DIAGNOSTICS_VERSION_MAJOR + 1, 0}},
+      {"major 0", &a->Header, adapter_->dispatch()->NdkQueryExtension, &id, NDK_VERSION{0, 0}},
+      {"another GUID", &a->Header, adapter_->dispatch()->NdkQueryExtension, &other, version},
+      {"a PD", &pd->Header, pd->Dispatch->NdkQueryExtension, &id, version},
+  };
+  for (const Case& c : unsupported) {
+    NDK_EXTENSION_INTERFACE out;
+    out.Dispatch = &other;
+    EXPECT_EQ(c.query(c.object, c.guid, c.version, &out), STATUS_NOT_SUPPORTED) << c.what << " (R209)";
+    EXPECT_EQ(out.Dispatch, &other) << c.what << ": output written on failure (R207)";
+  }
+  adapter_->CloseAndWait(pd);
+}
+
 SOFTNDK_INSTANTIATE_CONFORMANCE(RequestTest);
 
 }  // namespace

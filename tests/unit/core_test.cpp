@@ -8,9 +8,11 @@
 #include <vector>
 
 #include "core/completion.hpp"
+#include "core/memory.hpp"
 #include "core/sockaddr.hpp"
 #include "core/tokens.hpp"
 #include "core/tunables.hpp"
+#include "ndk/mdl.h"
 #include "fabric/inproc/inproc_fabric.hpp"
 
 namespace softndk {
@@ -122,6 +124,51 @@ TEST_F(Tunables, BadValuesAndNamesAreRefused) {
   EXPECT_TRUE(tunables::set("completion_mode", "mixed"));
   setenv("SOFTNDK_MAX_CQ_DEPTH", "-5", 1);  // an invalid environment value is ignored
   EXPECT_EQ(*tunables::get("max_cq_depth"), tunables::find("max_cq_depth")->default_value);
+}
+
+TEST_F(Tunables, WithheldCapabilitiesAreAListOfKnownNames) {
+  EXPECT_EQ(tunables::withheld_capabilities(), 0u);  // default: none
+  EXPECT_TRUE(tunables::set("withheld_capabilities", "cq_interrupt_moderation,rdma_read_local_invalidate"));
+  EXPECT_EQ(tunables::withheld_capabilities(), 0x4u | 0x10u);
+  EXPECT_FALSE(tunables::set("withheld_capabilities", "cq_resize"));  // not withholdable
+  EXPECT_FALSE(tunables::set("withheld_capabilities", "in_order_dma,"));
+  EXPECT_FALSE(tunables::set("withheld_capabilities", ",in_order_dma"));
+  EXPECT_TRUE(tunables::set("withheld_capabilities", ""));
+  EXPECT_EQ(tunables::withheld_capabilities(), 0u);
+}
+
+// R130, R131: the pages behind a chain come from its PFN arrays; two MDLs that meet inside a
+// page name that page once; a chain whose pages were never described is refused.
+TEST(DescribeChain, PagesComeFromThePfnArrays) {
+  alignas(PAGE_SIZE) static unsigned char buffer[3 * PAGE_SIZE];
+  unsigned char* va = buffer + 100;
+  MDL* first = IoAllocateMdl(va, PAGE_SIZE, FALSE, FALSE, nullptr);  // ends inside page 1
+  MDL* second = IoAllocateMdl(va + PAGE_SIZE, PAGE_SIZE, FALSE, FALSE, nullptr);
+  ASSERT_TRUE(first != nullptr && second != nullptr);
+  first->Next = second;
+  softndk::ChainPages pages;
+  EXPECT_EQ(softndk::describe_chain(first, 2 * PAGE_SIZE, pages), STATUS_INVALID_PARAMETER)
+      << "page frames never described";
+  MmBuildMdlForNonPagedPool(first);
+  MmBuildMdlForNonPagedPool(second);
+  ASSERT_EQ(softndk::describe_chain(first, 2 * PAGE_SIZE, pages), STATUS_SUCCESS);
+  EXPECT_EQ(pages.base, reinterpret_cast<uintptr_t>(va));
+  EXPECT_EQ(pages.first_byte_offset, 100u);
+  ASSERT_EQ(pages.pages.size(), 3u);
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(pages.pages[i], reinterpret_cast<uintptr_t>(buffer) + i * PAGE_SIZE);
+  EXPECT_TRUE(pages.adjacent());
+  // The second MDL's last frame names the region's last page: pointed elsewhere, the page
+  // moves with it (the virtual address is never used to find memory).
+  MmGetMdlPfnArray(second)[1] = reinterpret_cast<uintptr_t>(buffer) >> PAGE_SHIFT;
+  ASSERT_EQ(softndk::describe_chain(first, 2 * PAGE_SIZE, pages), STATUS_SUCCESS);
+  EXPECT_EQ(pages.pages[2], reinterpret_cast<uintptr_t>(buffer));
+  EXPECT_FALSE(pages.adjacent());
+  EXPECT_EQ(softndk::describe_chain(first, 2 * PAGE_SIZE + 1, pages), STATUS_INVALID_PARAMETER)
+      << "longer than the chain";
+  first->Next = nullptr;
+  IoFreeMdl(first);
+  IoFreeMdl(second);
 }
 
 SockAddr v4(const char* ip, uint16_t port) {
