@@ -1,7 +1,6 @@
 // softndk_bench: the in-process fabric measured by the perf engine (src/perf), next to a
 // plain memcpy of the same sizes in the same run. See bench/README.md.
 #include <benchmark/benchmark.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,10 +19,12 @@
 #include "perf/clock.hpp"
 #include "perf/engine.hpp"
 #include "perf/pair.hpp"
+#include "bench_support.hpp"
 
 namespace {
 
 namespace perf = softndk::perf;
+namespace bench = softndk::bench;
 
 constexpr size_t kSizes[] = {8, 4096, 65536, 1 << 20};
 constexpr ULONG kQueueDepth = 32;
@@ -197,33 +198,8 @@ void bm_write_vs_memcpy(benchmark::State& state, size_t size) {
 
 // ---- the summary: the bars with their reference, at a glance ----
 
-// CPU time used on the whole machine (from /proc/stat, steal included) and by this
-// process, so the summary can tell whether something else competed with the run.
-struct CpuSample {
-  double machine = 0;  // seconds of busy CPU, all CPUs
-  double self = 0;     // seconds of CPU used by this process (all its threads)
-  std::chrono::steady_clock::time_point wall = std::chrono::steady_clock::now();
-  bool valid = false;
-};
-
-CpuSample sample_cpu() {
-  CpuSample s;
-  FILE* f = std::fopen("/proc/stat", "r");
-  if (f == nullptr) return s;
-  unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
-  int n = std::fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &system, &idle, &iowait, &irq,
-                      &softirq, &steal);
-  std::fclose(f);
-  if (n != 8) return s;
-  const double tick = 1.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
-  s.machine = static_cast<double>(user + nice + system + irq + softirq + steal) * tick;
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6; };
-  s.self = seconds(usage.ru_utime) + seconds(usage.ru_stime);
-  s.valid = true;
-  return s;
-}
+using bench::CpuSample;
+using bench::sample_cpu;
 
 struct Figure {
   double time_ns = 0;  // per iteration (message)
@@ -376,13 +352,7 @@ class SummaryReporter : public benchmark::BenchmarkReporter {
     }
     // Other work on the machine during the run (a compile, another benchmark) slows small
     // messages by up to 2x on a 2-CPU VM without showing in the cv: say so.
-    const CpuSample end = sample_cpu();
-    const double wall = std::chrono::duration<double>(end.wall - start_.wall).count();
-    if (start_.valid && end.valid && wall > 0) {
-      const double others = std::max(0.0, (end.machine - start_.machine) - (end.self - start_.self)) / wall;
-      std::fprintf(o, "  other activity on this machine during the run: %.2f CPUs on average%s\n", others,
-                   others > 0.15 ? "  -- figures may be off, rerun on a quiet machine" : "");
-    }
+    bench::print_other_activity(o, "  ", start_);
     bool errors = false;
     for (const auto& [name, f] : figures_) {
       if (!f.error) continue;
@@ -437,38 +407,14 @@ void register_benchmarks() {
   }
 }
 
-bool has_flag(int argc, char** argv, const char* prefix) {
-  for (int i = 1; i < argc; ++i)
-    if (std::strncmp(argv[i], prefix, std::strlen(prefix)) == 0) return true;
-  return false;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Defaults first, so the command line overrides them: 5 repetitions, medians reported.
-  std::vector<char*> args{argv[0]};
-  std::string repetitions = "--benchmark_repetitions=5";
-  std::string aggregates = "--benchmark_report_aggregates_only=true";
-  args.push_back(repetitions.data());
-  args.push_back(aggregates.data());
-  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
-  int count = static_cast<int>(args.size());
-  args.push_back(nullptr);
-  benchmark::Initialize(&count, args.data());
-  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
-
+  const std::vector<char*> arguments(argv + 1, argv + argc);
+  if (!bench::initialize(argv[0], arguments)) return 1;
   register_benchmarks();
-  // The display: console (summary on stdout) or JSON (summary on stderr).
-  std::unique_ptr<benchmark::BenchmarkReporter> display;
   FILE* summary = stdout;
-  if (has_flag(argc, argv, "--benchmark_format=json")) {
-    display = std::make_unique<benchmark::JSONReporter>();
-    summary = stderr;
-  } else {
-    display = std::make_unique<benchmark::ConsoleReporter>(
-        isatty(STDOUT_FILENO) ? benchmark::ConsoleReporter::OO_Color : benchmark::ConsoleReporter::OO_None);
-  }
+  auto display = bench::display_reporter(arguments, summary);
   SummaryReporter reporter(std::move(display), summary);
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
