@@ -264,7 +264,9 @@ NTSTATUS Qp::post_bind(PVOID request_context, Mr& mr, Mw& mw, uint64_t address, 
       return STATUS_ACCESS_VIOLATION;
   }
   mw.bind(mr, address, length, rights);  // the token works once NdkBind returns (R148)
-  complete_initiator(request_context, NdkOperationTypeBind, STATUS_SUCCESS, flags);
+  AccessGuard none;
+  submit({request_context, NdkOperationTypeBind, flags, 0}, STATUS_SUCCESS, none,
+         [&] { return connection_->local(side_); });  // in order after those before it
   return STATUS_SUCCESS;
 }
 
@@ -286,7 +288,9 @@ NTSTATUS Qp::post_fast_register(PVOID request_context, Mr& mr, ULONG page_count,
     rights |= NDK_MR_FLAG_ALLOW_REMOTE_WRITE;
   status = mr.fast_register(page_count, pages, fbo, length, base, rights);
   if (!NT_SUCCESS(status)) return status;  // inline, no CQ entry (R076)
-  complete_initiator(request_context, NdkOperationTypeFastRegister, STATUS_SUCCESS, flags);
+  AccessGuard none;
+  submit({request_context, NdkOperationTypeFastRegister, flags, 0}, STATUS_SUCCESS, none,
+         [&] { return connection_->local(side_); });  // in order after those before it
   return STATUS_SUCCESS;
 }
 
@@ -304,7 +308,9 @@ NTSTATUS Qp::post_invalidate(PVOID request_context, Object& target, ULONG flags)
     status = mw.invalidate();
   }
   if (!NT_SUCCESS(status)) return status;  // already invalid (R145), or a registered MR (R137)
-  complete_initiator(request_context, NdkOperationTypeInvalidate, STATUS_SUCCESS, flags);
+  AccessGuard none;
+  submit({request_context, NdkOperationTypeInvalidate, flags, 0}, STATUS_SUCCESS, none,
+         [&] { return connection_->local(side_); });  // in order after those before it
   return STATUS_SUCCESS;
 }
 

@@ -129,6 +129,10 @@ class Connection {
                          bool fence) = 0;
   virtual NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address,
                         bool fence) = 0;
+  // A request that touches nothing remote (bind, fast register, invalidate) and must
+  // still complete in posting order: STATUS_SUCCESS when nothing is outstanding (it
+  // completes now), else STATUS_PENDING (it completes after the requests before it).
+  virtual NTSTATUS local(Side side) = 0;
 };
 
 // The core's face of a listener: a connect request for its address. Returns the status

@@ -522,8 +522,11 @@ TEST_P(BadInputTest, OpenAdapterRejectsBadArguments) {
   EXPECT_EQ(SoftNdkOpenAdapter(0xFFFFFF, {2, 1}, &options, &out), STATUS_NOT_FOUND);
   EXPECT_EQ(SoftNdkOpenAdapter(host_.if_index, {2, 1}, &options, nullptr), STATUS_INVALID_PARAMETER);
   EXPECT_EQ(out, nullptr);
-  // An in-process host cannot be destroyed while an adapter is open on it.
-  EXPECT_EQ(DestroyTestHost(host_), STATUS_INVALID_DEVICE_STATE);
+  // An in-process host cannot be destroyed while an adapter is open on it (the TCP
+  // fabric's hosts are the machine's own interfaces: nothing to destroy).
+  if (GetParam().fabric == SOFTNDK_FABRIC_INPROC) {
+    EXPECT_EQ(DestroyTestHost(host_), STATUS_INVALID_DEVICE_STATE);
+  }
 }
 
 // An out-of-range completion mode (as a C consumer may store in the enum field) is refused

@@ -42,6 +42,9 @@ TEST_P(ConcurrencyTest, R057_CloseConnectorWhileWorkRequestsArePosted) {
           qp->Dispatch->NdkWrite(qp, Ctx(i + 1), &sge, 1, theirs.address, theirs.remote_token, 0);
       if (s == STATUS_SUCCESS) {
         ++successes;
+      } else if (s == STATUS_INSUFFICIENT_RESOURCES && !closed.load()) {
+        // Every slot holds a write in flight (R091, a fabric whose writes stay
+        // outstanding): reap below and post again.
       } else {
         ++inline_failures;
         ++inline_statuses[s];
@@ -198,10 +201,12 @@ TEST_P(ConcurrencyTest, R069_FlushConcurrentWithPosting) {
   std::thread initiator([&] {
     while (!done.load() && writes < kN / 2) {
       NDK_SGE sge = mine.Sge(512, 8);
-      EXPECT_EQ(q.qp->Dispatch->NdkWrite(q.qp, Ctx(100000 + writes), &sge, 1, theirs.address,
-                                         theirs.remote_token, 0),
-                STATUS_SUCCESS)
-          << "(R069)";
+      NTSTATUS s = q.qp->Dispatch->NdkWrite(q.qp, Ctx(100000 + writes), &sge, 1, theirs.address,
+                                            theirs.remote_token, 0);
+      // Every slot holding a write in flight (R091, a fabric whose writes stay
+      // outstanding) is as far as this thread goes: nobody reaps them here.
+      if (s == STATUS_INSUFFICIENT_RESOURCES) break;
+      EXPECT_EQ(s, STATUS_SUCCESS) << "(R069)";
       ++writes;
     }
   });

@@ -308,6 +308,7 @@ TEST_P(CqTest, R118_R119_ResultsReturnAtMostWhatIsQueued) {
   }
   // n = 0 takes nothing.
   ASSERT_NO_FATAL_FAILURE(Receive(false));
+  ASSERT_EQ(peer().Poll(pair_.p.icq, 1).size(), 1u);  // the send landed: its receive is queued
   EXPECT_EQ(rcq()->Dispatch->NdkGetCqResults(rcq(), plain, 0), 0u) << "(R118)";
   EXPECT_EQ(rcq()->Dispatch->NdkGetCqResultsEx(rcq(), ex, 1), 1u) << "still queued";
 }
@@ -332,6 +333,7 @@ TEST_P(CqTest, R121_ResizeTakesEffect) {
   PeerRegion theirs = peer().Register(PAGE_SIZE, kMrAll);
   for (int i = 0; i < 8; ++i) ASSERT_EQ(PostReceive(q, Ctx(i), {mine.Sge(0, 64)}), STATUS_SUCCESS);
   for (int i = 0; i < 4; ++i) ASSERT_EQ(peer().Send(p.qp, 0, {{theirs.id, 0, 8}}), STATUS_SUCCESS);
+  ASSERT_EQ(peer().Poll(p.icq, 4).size(), 4u);  // the sends landed: their receives are queued
   NDK_CQ* cq = q.rcq;
   Requested shrink =
       local().Request("NdkResizeCq(3)", [&](NDK_FN_REQUEST_COMPLETION cb, PVOID ctx) {

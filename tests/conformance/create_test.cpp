@@ -567,6 +567,7 @@ TEST_P(CreateTest, R031_SharedEndpointAddressErrors) {
   foreign.Ipv4.sin_addr.s_addr = htonl(0xCB007101);  // 203.0.113.1
   Created<NDK_SHARED_ENDPOINT> f = adapter_->TryCreateSharedEndpoint(foreign);
   EXPECT_EQ(f.status, STATUS_INVALID_ADDRESS) << StatusText(f.status) << " (R031)";
+  if (HostsShareAnInterface()) return;  // there the loopback address is the adapter's own
   SOCKADDR_INET loopback{};
   loopback.Ipv4.sin_family = AF_INET;
   loopback.Ipv4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);

@@ -52,6 +52,14 @@ std::string ResultText(const NDK_RESULT_EX& r) {
 
 // ------------------------------------------------------------------------- fixture --
 
+bool DataPathTest::WaitPeerGone(NDK_CONNECTOR* connector) {
+  return WaitUntil([&] {
+    ULONG length = 0;
+    return connector->Dispatch->NdkGetConnectionData(connector, nullptr, nullptr, nullptr, &length) !=
+           STATUS_SUCCESS;
+  });
+}
+
 void DataPathTest::SetUp() {
   ConformanceTest::SetUp();
   if (HasFatalFailure()) return;

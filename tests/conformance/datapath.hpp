@@ -139,6 +139,10 @@ class DataPathTest : public ConformanceTest {
   Link Connect(LocalQp& q, const PeerQp& p, const LinkOptions& options = {});
   // A fresh local QP (own CQs) and peer QP, connected.
   Pair MakePair(const LinkOptions& options = {}, const QpShape& shape = kDefaultShape);
+  // Waits (bounded) until `connector` has learnt that its peer went away during
+  // establishment (its connection data is no longer readable): at once in-process, a FIN
+  // later over TCP. False on a timeout.
+  bool WaitPeerGone(NDK_CONNECTOR* connector);
   // Waits (bounded) for the peer's connector to see `n` disconnect events; its reason.
   bool WaitPeerDisconnect(PeerId connector, int n = 1, ULONG* reason = nullptr);
   // After a failure that terminated the connection (docs/DATAPATH.md): the peer's connector

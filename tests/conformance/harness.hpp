@@ -82,19 +82,23 @@ const char* ExclusionFor(SOFTNDK_FABRIC fabric, const std::string& suite, const 
 std::string ParamName(const testing::TestParamInfo<Param>& info);
 void PrintTo(const Param& param, std::ostream* os);
 
-// The one place that lists the fabrics (with kFabrics in harness.cpp). The TCP fabric's
-// test hosts exist (kFabrics); its line here, `INSTANTIATE_TEST_SUITE_P(Tcp, suite,
-// ...ParamsFor(SOFTNDK_FABRIC_TCP)...)`, joins once the suite states the wire's semantics
-// (a write or send completes when it left; a remote error then ends the connection) and
-// the kernel's ephemeral range: today 233 of its 1215 tests expect in-process outcomes.
+// The one place that lists the fabrics (with kFabrics in harness.cpp): in-process, and
+// iWARP over the machine's loopback (both sides in this process, every byte through the
+// kernel's TCP).
 #define SOFTNDK_INSTANTIATE_CONFORMANCE(suite)                                               \
   INSTANTIATE_TEST_SUITE_P(Inproc, suite,                                                    \
                            ::testing::ValuesIn(::conformance::ParamsFor(SOFTNDK_FABRIC_INPROC)), \
+                           ::conformance::ParamName);                                        \
+  INSTANTIATE_TEST_SUITE_P(Tcp, suite,                                                       \
+                           ::testing::ValuesIn(::conformance::ParamsFor(SOFTNDK_FABRIC_TCP)), \
                            ::conformance::ParamName)
 // The data-path suites (datapath.hpp): every fabric x every mode x both peer forms.
 #define SOFTNDK_INSTANTIATE_DATAPATH(suite)                                                  \
   INSTANTIATE_TEST_SUITE_P(                                                                  \
       Inproc, suite, ::testing::ValuesIn(::conformance::DataPathParamsFor(SOFTNDK_FABRIC_INPROC)), \
+      ::conformance::ParamName);                                                             \
+  INSTANTIATE_TEST_SUITE_P(                                                                  \
+      Tcp, suite, ::testing::ValuesIn(::conformance::DataPathParamsFor(SOFTNDK_FABRIC_TCP)), \
       ::conformance::ParamName)
 
 // ----------------------------------------------------------------------- status text --
@@ -570,6 +574,9 @@ class ConformanceTest : public testing::TestWithParam<Param> {
 
   SOFTNDK_COMPLETION_MODE mode() const { return GetParam().mode; }
   bool AsyncMode() const { return mode() != SOFTNDK_COMPLETION_INLINE; }
+  // The TCP fabric's test hosts are addresses of one interface (the machine's loopback,
+  // which owns all of 127.0.0.0/8): there the peer's addresses are this adapter's too.
+  bool HostsShareAnInterface() const { return GetParam().fabric == SOFTNDK_FABRIC_TCP; }
   SOFTNDK_OPEN_OPTIONS Options() const;
 
   TestHost host_{};

@@ -212,6 +212,7 @@ TEST_P(ScenarioTest, R091_R116_QueuesAtTheirMaximumDepth) {
   EXPECT_EQ(PostReceive(q, Ctx(99), {mine.Sge(0, 64)}), STATUS_INSUFFICIENT_RESOURCES) << "(R091)";
   q.rcq->Dispatch->NdkArmCq(q.rcq, NDK_CQ_NOTIFY_ERRORS);
   for (int i = 0; i < 8; ++i) ASSERT_EQ(peer().Send(p.qp, 0, {{theirs.id, 0, 8}}), STATUS_SUCCESS);
+  ASSERT_EQ(peer().Poll(p.icq, 8).size(), 8u);  // the sends landed: the receives come first
   for (int i = 0; i < 8; ++i)
     ASSERT_EQ(PostWrite(q, Ctx(100 + i), {mine.Sge(0, 8)}, theirs.address, theirs.remote_token),
               STATUS_SUCCESS);

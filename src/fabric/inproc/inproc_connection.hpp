@@ -39,6 +39,7 @@ class InprocConnection final : public Connection,
                  bool fence) override;
   NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address,
                 bool fence) override;
+  NTSTATUS local(Side) override { return STATUS_SUCCESS; }  // nothing is ever outstanding
 
  private:
   // Delivers an event to `to`'s connector, pinned, outside the lock.

@@ -277,7 +277,7 @@ void TcpConnection::disconnect(Side) {
   // not sent yet is flushed; FIN once nothing is in flight. Input is discarded meanwhile,
   // but for read responses and a Terminate.
   for (auto it = tx_.begin(); it != tx_.end();) {
-    if (encoder_ && it == tx_.begin()) {
+    if (encoder_ && !sending_response_ && it == tx_.begin()) {
       ++it;
       continue;
     }
@@ -317,12 +317,13 @@ void TcpConnection::end_locked(const TerminateInfo* terminate) {
   phase_ = Phase::kDraining;
   // Requests not yet on the wire never will be; those in flight are flushed.
   for (auto it = tx_.begin(); it != tx_.end();) {
-    if (encoder_ && it == tx_.begin()) {  // the message in progress finishes its FPDU only
+    if (encoder_ && !sending_response_ && it == tx_.begin()) {  // the message in progress finishes its FPDU only
       ++it;
       continue;
     }
     it = tx_.erase(it);
   }
+  if (!responses_.empty()) responses_.erase(responses_.begin() + (encoder_ && sending_response_ ? 1 : 0), responses_.end());
   reads_.clear();
   for (uint64_t i = 0; i < requests_.size(); ++i)
     if (!requests_[i].done) finish_request_locked(first_request_ + i, STATUS_CANCELLED);
@@ -544,6 +545,16 @@ NTSTATUS TcpConnection::read(Side, const ExtentList& into, uint32_t token, uint6
   return STATUS_PENDING;
 }
 
+NTSTATUS TcpConnection::local(Side) {
+  {
+    std::lock_guard lock(mutex_);
+    if (requests_.empty()) return STATUS_SUCCESS;
+    requests_.push_back(Request{.done = true});  // done, delivered after those before it
+  }
+  deliver_completions();
+  return STATUS_PENDING;
+}
+
 void TcpConnection::deliver_completions() {
   std::unique_lock lock(mutex_);
   if (delivering_) return;  // the thread delivering now will see ours too
@@ -625,12 +636,21 @@ void TcpConnection::pump_locked() {
     if (!raw_.empty()) {  // a Terminate queued while an FPDU was in progress
       if (!send_raw_locked()) return want_output_locked(true);
     }
-    if (tx_.empty() && !queue_fence_locked()) break;
-    TxItem& item = tx_.front();
     if (!encoder_) {
-      if (phase_ == Phase::kDraining && !fin_after_drain_) break;
-      if (item.fence && reads_in_flight_ > 0) break;           // READ_FENCE (R081)
-      if (item.read_request && reads_in_flight_ >= ord_) break;  // ORD (R178)
+      // Read Responses go first and are never held behind our own requests waiting for
+      // ORD or a fence: the peer's reads would otherwise wait for ours, and ours for its.
+      sending_response_ = !responses_.empty();
+      if (!sending_response_) {
+        if (tx_.empty() && !queue_fence_locked()) break;
+        if (phase_ == Phase::kDraining && !fin_after_drain_) break;
+        const TxItem& next = tx_.front();
+        if (next.fence && reads_in_flight_ > 0) break;           // READ_FENCE (R081)
+        if (next.read_request && reads_in_flight_ >= ord_) break;  // ORD (R178)
+      }
+    }
+    std::deque<TxItem>& queue = sending_response_ ? responses_ : tx_;
+    TxItem& item = queue.front();
+    if (!encoder_) {
       if (item.read_response) {
         // Our memory, resolved now: it stays ours while it is sent (consumer rule).
         AccessGuard guard;
@@ -641,7 +661,7 @@ void TcpConnection::pump_locked() {
                                                                item.source_length, kNeedRemoteRead,
                                                                source, guard);
         if (!NT_SUCCESS(status)) {
-          tx_.pop_front();
+          queue.pop_front();
           continue;  // the region went away after the request was checked
         }
         append_iov(item.payload, source);
@@ -658,15 +678,15 @@ void TcpConnection::pump_locked() {
         finish_request_locked(item.request, STATUS_SUCCESS);
       }
       encoder_.reset();
-      tx_.pop_front();
+      queue.pop_front();
       continue;
     }
     fpdu_size_ = encoder_->fpdu_size();
     fpdu_sent_ = 0;
   }
   want_output_locked(false);
-  if (phase_ == Phase::kDraining && fin_after_drain_ && tx_.empty() && fpdu_iov_count_ == 0 &&
-      raw_.empty() && reads_.empty()) {
+  if (phase_ == Phase::kDraining && fin_after_drain_ && tx_.empty() && responses_.empty() &&
+      fpdu_iov_count_ == 0 && raw_.empty() && reads_.empty()) {
     shutdown(fd_, SHUT_WR);  // FIN: the peer sees the end after everything we sent
     fin_after_drain_ = false;
   }
@@ -1013,7 +1033,7 @@ Verdict TcpConnection::end_segment(const Segment& s) {
         item.source_to = r.data_source_to;
         item.source_length = r.rdma_read_message_size;
         if (phase_ == Phase::kEstablished) {
-          tx_.push_back(std::move(item));
+          responses_.push_back(std::move(item));
           pump_locked();
         }
       }

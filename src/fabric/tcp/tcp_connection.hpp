@@ -82,6 +82,7 @@ class TcpConnection final : public Connection,
                  bool fence) override;
   NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address,
                 bool fence) override;
+  NTSTATUS local(Side side) override;
 
   // ---- Engine::Handler ----
   void on_events(uint32_t events) override;
@@ -217,8 +218,10 @@ class TcpConnection final : public Connection,
   TxOptions tx_options_;
   std::vector<uint8_t> raw_;  // bytes to send before (MPA frames) or after (Terminate) FPDUs
   size_t raw_sent_ = 0;
-  std::deque<TxItem> tx_;
-  std::optional<FpduEncoder> encoder_;  // of tx_.front()
+  std::deque<TxItem> tx_;         // our requests (and the RTR, fences), in posting order
+  std::deque<TxItem> responses_;  // Read Responses to the peer, in its requests' order
+  bool sending_response_ = false; // the message in progress is responses_.front()
+  std::optional<FpduEncoder> encoder_;  // of the message in progress
   FpduFrame frame_;
   static constexpr size_t kFpduIov = kMaxSge + 8;
   iovec fpdu_iov_[kFpduIov];

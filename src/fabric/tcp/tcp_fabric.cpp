@@ -150,31 +150,34 @@ NTSTATUS TcpInterface::reserve(SockAddr& address) {
 }
 
 void TcpInterface::unreserve(const SockAddr& address) {
-  std::lock_guard lock(mutex_);
-  auto it = reserved_.find(address.key());
-  if (it == reserved_.end()) return;
-  close(it->second);  // connection requests still in its backlog are refused
-  reserved_.erase(it);
+  int fd;
+  bool accepting;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = reserved_.find(address.key());
+    if (it == reserved_.end()) return;
+    fd = it->second;
+    accepting = acceptors_.erase(address.key()) > 0;
+    reserved_.erase(it);
+  }
+  if (accepting) Engine::instance().remove(fd);
+  close(fd);
 }
 
 void TcpInterface::listen(const SockAddr& address, ListenerEvents* events) {
   std::lock_guard lock(mutex_);
   auto it = reserved_.find(address.key());
   if (it == reserved_.end() || ::listen(it->second, SOMAXCONN) != 0) return;
-  auto acceptor = std::make_shared<Acceptor>(this, it->second);
-  listeners_[address.key()] = {events, acceptor};
-  Engine::instance().add(it->second, EPOLLIN, acceptor);
+  listeners_[address.key()] = events;
+  if (acceptors_.insert(address.key()).second)
+    Engine::instance().add(it->second, EPOLLIN, std::make_shared<Acceptor>(this, it->second));
 }
 
 void TcpInterface::unlisten(const SockAddr& address) {
-  int fd = -1;
-  {
-    std::lock_guard lock(mutex_);
-    listeners_.erase(address.key());
-    auto it = reserved_.find(address.key());
-    if (it != reserved_.end()) fd = it->second;
-  }
-  if (fd >= 0) Engine::instance().remove(fd);
+  // The socket keeps accepting until the address is released: a connection arriving in
+  // between reads as refused (an MPA Reject), never as a peer that does not answer (R187).
+  std::lock_guard lock(mutex_);
+  listeners_.erase(address.key());
 }
 
 std::shared_ptr<Connection> TcpInterface::connect(const SockAddr& source, const SockAddr& destination,
@@ -193,7 +196,7 @@ NTSTATUS TcpInterface::deliver_request(const SockAddr& local, std::shared_ptr<Co
     std::lock_guard lock(mutex_);
     auto it = listeners_.find(local.key());
     if (it == listeners_.end()) return STATUS_CONNECTION_REFUSED;  // nobody listening
-    listener = it->second.first;
+    listener = it->second;
     listener->pin();
   }
   NTSTATUS status = listener->connect_request(std::move(connection), inbound_limit, outbound_limit,

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <span>
 
 #include "fabric/fabric.hpp"
@@ -55,7 +56,8 @@ class TcpInterface final : public Interface, public std::enable_shared_from_this
   std::atomic<uint32_t> next_ephemeral_;
   std::mutex mutex_;
   std::map<Key, int> reserved_;  // the bound socket of each reservation
-  std::map<Key, std::pair<ListenerEvents*, std::shared_ptr<Acceptor>>> listeners_;
+  std::map<Key, ListenerEvents*> listeners_;  // listening now
+  std::set<Key> acceptors_;                   // reservations whose socket accepts
 };
 
 class TcpFabric final : public Fabric {
