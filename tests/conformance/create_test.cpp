@@ -542,7 +542,7 @@ TEST_P(CreateTest, R029_SrqLimits) {
 TEST_P(CreateTest, R031_SharedEndpointAddressErrors) {
   for (bool v6 : {false, true}) {
     SCOPED_TRACE(v6 ? "IPv6" : "IPv4");
-    SOCKADDR_INET address = v6 ? adapter_->Address6(5001) : adapter_->Address4(5001);
+    SOCKADDR_INET address = v6 ? adapter_->Address6(TestPort(5001)) : adapter_->Address4(5001);
     Created<NDK_SHARED_ENDPOINT> first = adapter_->TryCreateSharedEndpoint(address);
     ASSERT_TRUE(first.ok()) << StatusText(first.status);
     Created<NDK_SHARED_ENDPOINT> second = adapter_->TryCreateSharedEndpoint(address);
@@ -582,7 +582,7 @@ TEST_P(CreateTest, R031_R039_AddressIsFreeWhenCloseCompletes) {
   TestAdapter* a = adapter_;
   for (int round = 0; round < 4; ++round) {
     SCOPED_TRACE(round);
-    const uint16_t port = static_cast<uint16_t>(6100 + round);
+    const uint16_t port = TestPort(static_cast<uint16_t>(6100 + round));
     SOCKADDR_INET address = (round % 2 == 0) ? a->Address4(port) : a->Address6(port);
     // A shared endpoint re-created on the address of one being closed.
     Created<NDK_SHARED_ENDPOINT> first = a->TryCreateSharedEndpoint(address);

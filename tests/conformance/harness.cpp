@@ -543,10 +543,6 @@ SOCKADDR_INET TestAdapter::Address4(uint16_t port) const {
 
 SOCKADDR_INET TestAdapter::Address6(uint16_t port) const {
   SOCKADDR_INET a = v6_;
-  // Every TCP test host shares ::1: a fixed port moves by process (the same within one),
-  // so that tests running in parallel processes do not meet on it.
-  if (param_.fabric == SOFTNDK_FABRIC_TCP && port != 0)
-    port = static_cast<uint16_t>(20000 + (port + static_cast<uint32_t>(getpid()) * 97u) % 12000u);
   a.Ipv6.sin6_port = htons(port);
   return a;
 }

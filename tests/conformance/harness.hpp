@@ -23,6 +23,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -577,6 +578,13 @@ class ConformanceTest : public testing::TestWithParam<Param> {
   // The TCP fabric's test hosts are addresses of one interface (the machine's loopback,
   // which owns all of 127.0.0.0/8): there the peer's addresses are this adapter's too.
   bool HostsShareAnInterface() const { return GetParam().fabric == SOFTNDK_FABRIC_TCP; }
+  // A fixed port for a test to listen or bind on. Every TCP test host shares ::1, so there
+  // the port moves by process (the same within one): tests running in parallel processes
+  // do not meet on it.
+  uint16_t TestPort(uint16_t base) const {
+    if (GetParam().fabric != SOFTNDK_FABRIC_TCP) return base;
+    return static_cast<uint16_t>(20000 + (base + static_cast<uint32_t>(getpid()) * 97u) % 12000u);
+  }
   SOFTNDK_OPEN_OPTIONS Options() const;
 
   TestHost host_{};

@@ -286,13 +286,11 @@ void TcpConnection::disconnect(Side) {
     }
     it = tx_.erase(it);
   }
-  for (auto it = reads_.begin(); it != reads_.end();) {  // reads whose request never left
-    if (it->request != kNoRequest && it->request >= sent_upto_ && !requests_sent_locked(it->request)) {
-      finish_request_locked(it->request, STATUS_CANCELLED);
-      it = reads_.erase(it);
-    } else {
-      ++it;
-    }
+  // Reads whose request never left: reads_ is in posting order, and the first
+  // reads_in_flight_ of it are on the wire (counted as each request starts).
+  while (reads_.size() > reads_in_flight_) {
+    if (reads_.back().request != kNoRequest) finish_request_locked(reads_.back().request, STATUS_CANCELLED);
+    reads_.pop_back();
   }
   phase_ = Phase::kDraining;
   fin_after_drain_ = true;
@@ -345,11 +343,6 @@ bool TcpConnection::requests_sent_mark_locked(uint64_t request) {
   if (request < first_request_ || request - first_request_ >= requests_.size()) return false;
   requests_[request - first_request_].sent = true;
   return true;
-}
-
-bool TcpConnection::requests_sent_locked(uint64_t request) const {
-  return request >= first_request_ && request - first_request_ < requests_.size() &&
-         requests_[request - first_request_].sent;
 }
 
 void TcpConnection::confirm_locked(uint64_t covers) {

@@ -168,7 +168,6 @@ class TcpConnection final : public Connection,
   // Sends and writes numbered below `covers` whose bytes left are placed: done.
   void confirm_locked(uint64_t covers);
   bool requests_sent_mark_locked(uint64_t request);  // false: no longer tracked
-  bool requests_sent_locked(uint64_t request) const;
   // Queues a zero-length read after sends and writes awaiting proof of placement.
   bool queue_fence_locked();
   void close_locked();
