@@ -190,4 +190,108 @@ SOCKADDR_INET ipv6(const char* text, uint16_t port) {
 
 ULONG length_of(const SOCKADDR_INET& a) { return a.si_family == AF_INET ? sizeof(SOCKADDR_IN) : sizeof(SOCKADDR_IN6); }
 
+// Two sides and the connection between them: a server listening on server_address_ (port
+// 0: the one chosen, read back) and a client connecting from client_address_. Fixtures
+// derive from it with their parameter type, open server_ and client_ in SetUp and call
+// close_link() in TearDown.
+template <class Param>
+class LinkFixture : public ::testing::TestWithParam<Param> {
+ protected:
+  void listen() {
+    NDK_ADAPTER* s = server_.adapter;
+    listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
+      return s->Dispatch->NdkCreateListener(s, &Incoming::on_connect, &incoming_, cb, ctx, out);
+    });
+    ASSERT_NE(listener_, nullptr);
+    Waiter listened;
+    ASSERT_EQ(listened.wait(listener_->Dispatch->NdkListen(
+                  listener_, reinterpret_cast<PSOCKADDR>(&server_address_), length_of(server_address_),
+                  &Waiter::on_request, &listened)),
+              STATUS_SUCCESS);
+    ULONG length = sizeof(server_address_);
+    ASSERT_EQ(listener_->Dispatch->NdkGetLocalAddress(listener_, reinterpret_cast<PSOCKADDR>(&server_address_),
+                                                      &length),
+              STATUS_SUCCESS);
+  }
+
+  static NDK_CONNECTOR* new_connector(Side& side) {
+    NDK_ADAPTER* a = side.adapter;
+    return create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
+      return a->Dispatch->NdkCreateConnector(a, cb, ctx, out);
+    });
+  }
+
+  // Starts a Connect (read limits 4 and 4) carrying `hello`; `connected` learns its outcome.
+  void start_connect(const char* hello, ULONG length, Waiter& connected) {
+    client_connector_ = new_connector(client_);
+    ASSERT_NE(client_connector_, nullptr);
+    ASSERT_EQ(client_connector_->Dispatch->NdkConnect(
+                  client_connector_, client_.qp, reinterpret_cast<PSOCKADDR>(&client_address_),
+                  length_of(client_address_), reinterpret_cast<PSOCKADDR>(&server_address_),
+                  length_of(server_address_), 4, 4, const_cast<char*>(hello), length,
+                  &Waiter::on_request, &connected),
+              STATUS_PENDING);  // the peer decides
+  }
+
+  // Listen, connect with private data, accept (IRD 2, ORD 8) with private data, complete
+  // (the Ex form when `complete_ex`). The client's outbound limit is min(4, the server's
+  // IRD 2) where the fabric carries it.
+  void connect(ULONG expected_outbound = 2, bool complete_ex = false) {
+    ASSERT_NO_FATAL_FAILURE(listen());
+    const char hello[] = "hello from the client";
+    Waiter connected;
+    ASSERT_NO_FATAL_FAILURE(start_connect(hello, sizeof(hello), connected));
+    server_connector_ = incoming_.next();
+    ASSERT_NE(server_connector_, nullptr);
+    char got[64] = {};
+    ULONG got_length = sizeof(got), inbound = 0, outbound = 0;
+    ASSERT_EQ(server_connector_->Dispatch->NdkGetConnectionData(server_connector_, &inbound, &outbound, got,
+                                                                &got_length),
+              STATUS_SUCCESS);
+    EXPECT_EQ(got_length, sizeof(hello));
+    EXPECT_STREQ(got, hello);
+    const char welcome[] = "welcome";
+    Waiter accepted;
+    ASSERT_EQ(server_connector_->Dispatch->NdkAcceptEx(server_connector_, server_.qp, 2, 8,
+                                                       const_cast<char*>(welcome), sizeof(welcome),
+                                                       &Disconnects::on_ex, &server_disconnects_,
+                                                       &Waiter::on_request, &accepted),
+              STATUS_PENDING);  // until the client completes (R165)
+    ASSERT_EQ(connected.wait(STATUS_PENDING), STATUS_SUCCESS);
+    got_length = sizeof(got);
+    ASSERT_EQ(client_connector_->Dispatch->NdkGetConnectionData(client_connector_, &inbound, &outbound, got,
+                                                                &got_length),
+              STATUS_SUCCESS);
+    EXPECT_STREQ(got, welcome);
+    EXPECT_EQ(inbound, 4u);  // min(4, the server's ORD 8)
+    EXPECT_EQ(outbound, expected_outbound);
+    Waiter completed;
+    NTSTATUS returned =
+        complete_ex ? client_connector_->Dispatch->NdkCompleteConnectEx(client_connector_, &Disconnects::on_ex,
+                                                                       &client_disconnects_, &Waiter::on_request,
+                                                                       &completed)
+                    : client_connector_->Dispatch->NdkCompleteConnect(client_connector_, &Disconnects::on,
+                                                                     &client_disconnects_, &Waiter::on_request,
+                                                                     &completed);
+    ASSERT_EQ(completed.wait(returned), STATUS_SUCCESS);
+    ASSERT_EQ(accepted.wait(STATUS_PENDING), STATUS_SUCCESS);
+  }
+
+  void close_link() {
+    close(client_connector_);
+    close(server_connector_);
+    close(listener_);
+    client_.close_all();
+    server_.close_all();
+  }
+
+  SOCKADDR_INET server_address_{}, client_address_{};
+  Side server_, client_;
+  Incoming incoming_;
+  Disconnects server_disconnects_, client_disconnects_;
+  NDK_LISTENER* listener_ = nullptr;
+  NDK_CONNECTOR* client_connector_ = nullptr;
+  NDK_CONNECTOR* server_connector_ = nullptr;
+};
+
 }  // namespace e2e

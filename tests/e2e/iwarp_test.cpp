@@ -30,15 +30,19 @@ constexpr Wire kWires[] = {{"Rev2Crc", "2", "1"}, {"Rev2NoCrc", "2", "0"}, {"Rev
 
 using Param = std::tuple<SOFTNDK_COMPLETION_MODE, bool, Wire>;
 
-class Iwarp : public ::testing::TestWithParam<Param> {
+class Iwarp : public LinkFixture<Param> {
  protected:
   void SetUp() override {
     const Wire& wire = std::get<2>(GetParam());
     ASSERT_EQ(SoftNdkSetTunable("iwarp_mpa_revision", wire.revision), STATUS_SUCCESS);
     ASSERT_EQ(SoftNdkSetTunable("iwarp_crc", wire.crc), STATUS_SUCCESS);
     v6_ = std::get<1>(GetParam());
-    server_address_ = v6_ ? ipv6("::1", 0) : ipv4("127.0.0.1", 0);
-    client_address_ = server_address_;
+    // An ephemeral loopback port, or SOFTNDK_TEST_LISTEN_PORT so that a capture can filter
+    // on it.
+    const char* port = std::getenv("SOFTNDK_TEST_LISTEN_PORT");
+    const uint16_t listen_port = port != nullptr ? static_cast<uint16_t>(std::atoi(port)) : 0;
+    server_address_ = v6_ ? ipv6("::1", listen_port) : ipv4("127.0.0.1", listen_port);
+    client_address_ = v6_ ? ipv6("::1", 0) : ipv4("127.0.0.1", 0);
     const ULONG lo = if_nametoindex("lo");
     ASSERT_NE(lo, 0u);
     const auto mode = std::get<0>(GetParam());
@@ -48,99 +52,15 @@ class Iwarp : public ::testing::TestWithParam<Param> {
     ASSERT_NO_FATAL_FAILURE(client_.open(lo, mode, flags, SOFTNDK_FABRIC_TCP));
   }
   void TearDown() override {
-    close(client_connector_);
-    close(server_connector_);
-    close(listener_);
-    client_.close_all();
-    server_.close_all();
+    close_link();
     SoftNdkResetTunables();
   }
 
-  // A listener on an ephemeral loopback port (or SOFTNDK_TEST_LISTEN_PORT, so that a
-  // capture can filter on it); its address becomes server_address_.
-  void listen() {
-    if (const char* port = std::getenv("SOFTNDK_TEST_LISTEN_PORT")) {
-      const uint16_t p = htons(static_cast<uint16_t>(std::atoi(port)));
-      (server_address_.si_family == AF_INET ? server_address_.Ipv4.sin_port : server_address_.Ipv6.sin6_port) = p;
-    }
-    NDK_ADAPTER* s = server_.adapter;
-    listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
-      return s->Dispatch->NdkCreateListener(s, &Incoming::on_connect, &incoming_, cb, ctx, out);
-    });
-    ASSERT_NE(listener_, nullptr);
-    Waiter listened;
-    ASSERT_EQ(listened.wait(listener_->Dispatch->NdkListen(
-                  listener_, reinterpret_cast<PSOCKADDR>(&server_address_), length_of(server_address_),
-                  &Waiter::on_request, &listened)),
-              STATUS_SUCCESS);
-    ULONG length = sizeof(server_address_);
-    ASSERT_EQ(listener_->Dispatch->NdkGetLocalAddress(
-                  listener_, reinterpret_cast<PSOCKADDR>(&server_address_), &length),
-              STATUS_SUCCESS);
-    ASSERT_NE(port_of(server_address_), 0);  // the kernel chose one
-  }
-
-  static uint16_t port_of(const SOCKADDR_INET& a) {
-    return ntohs(a.si_family == AF_INET ? a.Ipv4.sin_port : a.Ipv6.sin6_port);
-  }
-
-  NDK_CONNECTOR* new_connector() {
-    NDK_ADAPTER* a = client_.adapter;
-    return create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
-      return a->Dispatch->NdkCreateConnector(a, cb, ctx, out);
-    });
-  }
-
-  // Starts a Connect carrying `hello`; the Waiter learns its outcome.
-  void start_connect(const char* hello, ULONG length, Waiter& connected) {
-    client_connector_ = new_connector();
-    ASSERT_NE(client_connector_, nullptr);
-    ASSERT_EQ(client_connector_->Dispatch->NdkConnect(
-                  client_connector_, client_.qp, reinterpret_cast<PSOCKADDR>(&client_address_),
-                  length_of(client_address_), reinterpret_cast<PSOCKADDR>(&server_address_),
-                  length_of(server_address_), 4, 4, const_cast<char*>(hello), length,
-                  &Waiter::on_request, &connected),
-              STATUS_PENDING);
-  }
-
-  // Listen, connect with private data, accept with private data, complete.
+  // IRD/ORD travel in the RFC 6581 header (R176, R177); revision 1 carries none, so the
+  // client's own outbound offer stands.
   void connect() {
-    ASSERT_NO_FATAL_FAILURE(listen());
-    const char hello[] = "hello over iWARP";
-    Waiter connected;
-    ASSERT_NO_FATAL_FAILURE(start_connect(hello, sizeof(hello), connected));
-    server_connector_ = incoming_.next();
-    ASSERT_NE(server_connector_, nullptr);
-    char got[64] = {};
-    ULONG got_length = sizeof(got), inbound = 0, outbound = 0;
-    ASSERT_EQ(server_connector_->Dispatch->NdkGetConnectionData(server_connector_, &inbound, &outbound,
-                                                                got, &got_length),
-              STATUS_SUCCESS);
-    EXPECT_EQ(got_length, sizeof(hello));  // the NDK private data, after the RFC 6581 header
-    EXPECT_STREQ(got, hello);
-    const char welcome[] = "welcome";
-    Waiter accepted;
-    ASSERT_EQ(server_connector_->Dispatch->NdkAcceptEx(
-                  server_connector_, server_.qp, 2, 8, const_cast<char*>(welcome), sizeof(welcome),
-                  &Disconnects::on_ex, &server_disconnects_, &Waiter::on_request, &accepted),
-              STATUS_PENDING);  // until the client completes (R165)
-    ASSERT_EQ(connected.wait(STATUS_PENDING), STATUS_SUCCESS);
-    got_length = sizeof(got);
-    ASSERT_EQ(client_connector_->Dispatch->NdkGetConnectionData(client_connector_, &inbound, &outbound,
-                                                                got, &got_length),
-              STATUS_SUCCESS);
-    EXPECT_STREQ(got, welcome);
     const bool enhanced = std::string(std::get<2>(GetParam()).revision) == "2";
-    // IRD/ORD travel in the RFC 6581 header (R176, R177): min(4, the server's ORD 8) and
-    // min(4, its IRD 2). Revision 1 carries none: our own offer stands.
-    EXPECT_EQ(inbound, 4u);
-    EXPECT_EQ(outbound, enhanced ? 2u : 4u);
-    Waiter completed;
-    ASSERT_EQ(completed.wait(client_connector_->Dispatch->NdkCompleteConnectEx(
-                  client_connector_, &Disconnects::on_ex, &client_disconnects_, &Waiter::on_request,
-                  &completed)),
-              STATUS_SUCCESS);
-    ASSERT_EQ(accepted.wait(STATUS_PENDING), STATUS_SUCCESS);
+    LinkFixture::connect(enhanced ? 2 : 4, /*complete_ex=*/true);
   }
 
   static bool wait_for(const std::atomic<int>& count, int n) {
@@ -149,13 +69,6 @@ class Iwarp : public ::testing::TestWithParam<Param> {
   }
 
   bool v6_ = false;
-  SOCKADDR_INET server_address_{}, client_address_{};
-  Side server_, client_;
-  Incoming incoming_;
-  Disconnects server_disconnects_, client_disconnects_;
-  NDK_LISTENER* listener_ = nullptr;
-  NDK_CONNECTOR* client_connector_ = nullptr;
-  NDK_CONNECTOR* server_connector_ = nullptr;
 };
 
 TEST_P(Iwarp, ConnectsSendsWritesReadsWithEveryByteInPlace) {

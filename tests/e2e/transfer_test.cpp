@@ -24,7 +24,7 @@ using namespace std::chrono_literals;
 
 using namespace e2e;
 
-class Transfer : public ::testing::TestWithParam<std::tuple<SOFTNDK_COMPLETION_MODE, bool>> {
+class Transfer : public LinkFixture<std::tuple<SOFTNDK_COMPLETION_MODE, bool>> {
  protected:
   void SetUp() override {
     static std::atomic<int> unique{0};
@@ -42,86 +42,12 @@ class Transfer : public ::testing::TestWithParam<std::tuple<SOFTNDK_COMPLETION_M
     client_.open(client_host_, mode, flags);
   }
   void TearDown() override {
-    close(client_connector_);
-    close(server_connector_);
-    close(listener_);
-    client_.close_all();
-    server_.close_all();
+    close_link();
     SoftNdkDestroyInprocHost(server_host_);
     SoftNdkDestroyInprocHost(client_host_);
   }
 
-  // A listener on the server's address.
-  void listen() {
-    NDK_ADAPTER* s = server_.adapter;
-    listener_ = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
-      return s->Dispatch->NdkCreateListener(s, &Incoming::on_connect, &incoming_, cb, ctx, out);
-    });
-    ASSERT_NE(listener_, nullptr);
-    Waiter listened;
-    ASSERT_EQ(listened.wait(listener_->Dispatch->NdkListen(listener_, reinterpret_cast<PSOCKADDR>(&server_address_),
-                                                          length_of(server_address_), &Waiter::on_request, &listened)),
-              STATUS_SUCCESS);
-  }
-
-  static NDK_CONNECTOR* new_connector(Side& side) {
-    NDK_ADAPTER* a = side.adapter;
-    return create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
-      return a->Dispatch->NdkCreateConnector(a, cb, ctx, out);
-    });
-  }
-
-  // Listen, connect with private data, accept with private data, complete.
-  void connect() {
-    ASSERT_NO_FATAL_FAILURE(listen());
-    client_connector_ = new_connector(client_);
-    ASSERT_NE(client_connector_, nullptr);
-    const char hello[] = "hello from the client";
-    Waiter connected;
-    NTSTATUS returned = client_connector_->Dispatch->NdkConnect(
-        client_connector_, client_.qp, reinterpret_cast<PSOCKADDR>(&client_address_), length_of(client_address_),
-        reinterpret_cast<PSOCKADDR>(&server_address_), length_of(server_address_), 4, 4, const_cast<char*>(hello),
-        sizeof(hello), &Waiter::on_request, &connected);
-    ASSERT_EQ(returned, STATUS_PENDING);  // the peer decides
-
-    server_connector_ = incoming_.next();
-    ASSERT_NE(server_connector_, nullptr);
-    char got[64] = {};
-    ULONG got_length = sizeof(got);
-    ULONG inbound = 0, outbound = 0;
-    ASSERT_EQ(server_connector_->Dispatch->NdkGetConnectionData(server_connector_, &inbound, &outbound, got, &got_length),
-              STATUS_SUCCESS);
-    EXPECT_EQ(got_length, sizeof(hello));
-    EXPECT_STREQ(got, hello);
-    const char welcome[] = "welcome";
-    Waiter accepted;
-    NTSTATUS accept_returned = server_connector_->Dispatch->NdkAcceptEx(
-        server_connector_, server_.qp, 2, 8, const_cast<char*>(welcome), sizeof(welcome), &Disconnects::on_ex,
-        &server_disconnects_, &Waiter::on_request, &accepted);
-    ASSERT_EQ(accept_returned, STATUS_PENDING);  // until the client completes (R165)
-
-    ASSERT_EQ(connected.wait(STATUS_PENDING), STATUS_SUCCESS);
-    got_length = sizeof(got);
-    ASSERT_EQ(client_connector_->Dispatch->NdkGetConnectionData(client_connector_, &inbound, &outbound, got, &got_length),
-              STATUS_SUCCESS);
-    EXPECT_STREQ(got, welcome);
-    EXPECT_EQ(inbound, 4u);   // min(4, server's ORD 8)
-    EXPECT_EQ(outbound, 2u);  // min(4, server's IRD 2)
-    Waiter completed;
-    ASSERT_EQ(completed.wait(client_connector_->Dispatch->NdkCompleteConnect(
-                  client_connector_, &Disconnects::on, &client_disconnects_, &Waiter::on_request, &completed)),
-              STATUS_SUCCESS);
-    ASSERT_EQ(accepted.wait(STATUS_PENDING), STATUS_SUCCESS);
-  }
-
   ULONG server_host_ = 0, client_host_ = 0;
-  SOCKADDR_INET server_address_{}, client_address_{};
-  Side server_, client_;
-  Incoming incoming_;
-  Disconnects server_disconnects_, client_disconnects_;
-  NDK_LISTENER* listener_ = nullptr;
-  NDK_CONNECTOR* client_connector_ = nullptr;
-  NDK_CONNECTOR* server_connector_ = nullptr;
 };
 
 TEST_P(Transfer, ConnectsSendsWritesReadsWithEveryByteInPlace) {
