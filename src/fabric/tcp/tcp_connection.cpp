@@ -271,7 +271,14 @@ void TcpConnection::complete(QpEndpoint* qp) {
 // --------------------------------------------------------------------- the end --
 
 void TcpConnection::disconnect(Side) {
-  std::lock_guard lock(mutex_);
+  {
+    std::lock_guard lock(mutex_);
+    disconnect_locked();
+  }
+  deliver_completions();  // what was flushed
+}
+
+void TcpConnection::disconnect_locked() {
   if (phase_ != Phase::kEstablished) return end_locked(nullptr);
   // Graceful: what is on the wire completes (its placement proven by a fence), what was
   // not sent yet is flushed; FIN once nothing is in flight. Input is discarded meanwhile,
@@ -300,12 +307,15 @@ void TcpConnection::disconnect(Side) {
 
 void TcpConnection::terminate(Side, NTSTATUS status) {
   // A failure our side detected (a local protection error): the peer is told.
-  std::lock_guard lock(mutex_);
-  // The peer's disconnect event carries the status (status_of_terminate inverts this).
-  TerminateInfo t = terminate_with(status == STATUS_ACCESS_VIOLATION   ? term::kRdmapProtectionUnspecified
-                                   : status == STATUS_REMOTE_RESOURCES ? term::kRdmapBaseOrBounds
-                                                                       : term::kRdmapLocalCatastrophic);
-  end_locked(&t);
+  {
+    std::lock_guard lock(mutex_);
+    // The peer's disconnect event carries the status (status_of_terminate inverts this).
+    TerminateInfo t = terminate_with(status == STATUS_ACCESS_VIOLATION   ? term::kRdmapProtectionUnspecified
+                                     : status == STATUS_REMOTE_RESOURCES ? term::kRdmapBaseOrBounds
+                                                                         : term::kRdmapLocalCatastrophic);
+    end_locked(&t);
+  }
+  deliver_completions();  // what was flushed
 }
 
 void TcpConnection::end_locked(const TerminateInfo* terminate) {

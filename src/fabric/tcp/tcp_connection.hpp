@@ -162,6 +162,7 @@ class TcpConnection final : public Connection,
   // STATUS_CANCELLED (see fail_named_locked for a Terminate received), queues
   // `terminate` if given, and lets the rest drain before FIN.
   void end_locked(const TerminateInfo* terminate);
+  void disconnect_locked();
   // A Terminate from the peer: the request it names fails with `status`; the sends and
   // writes before it were placed (the peer works in order); the rest is flushed.
   void fail_named_locked(const TerminateInfo& terminate, NTSTATUS status);
