@@ -93,6 +93,7 @@ def main():
             md = f.read()
         if not doc["rows"]:
             fail("no rows")
+        timed_out = 0
         for row in doc["rows"]:
             status = row["status"]
             if not status.startswith(STATUSES):
@@ -107,13 +108,20 @@ def main():
             elif status not in md:
                 fail(f"{row['name']}: its status is not in the table")
             if expect_failed:
+                # A peer this machine lacks (setup installs UCX and libfabric only for
+                # ./dev compare) has nothing to time out: it says so instead.
+                if row["key"].startswith(("ucx-", "fi-")) and status.startswith("not installed"):
+                    continue
                 if not status.startswith("failed: timed out"):
                     fail(f"{row['name']} should have timed out: {status}")
+                timed_out += 1
                 continue
             if row.get("softndk") and status != "measured":
                 fail(f"SoftNDK was not measured: {status}")
             if hide and row["key"].startswith(("ucx-", "fi-")) and not status.startswith("not installed"):
                 fail(f"{row['name']} should be reported as not installed: {status}")
+        if expect_failed and timed_out == 0:
+            fail("no row timed out")
         if "Latency" not in md or "Bandwidth" not in md:
             fail("the latency or bandwidth table is missing")
         if not os.listdir(os.path.join(out, "logs")):
