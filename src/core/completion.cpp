@@ -18,10 +18,11 @@ ProviderThread::~ProviderThread() {
 }
 
 void ProviderThread::post(const Task& task) {
-  {
-    std::lock_guard lock(mutex_);
-    queue_.push_back(task);
-  }
+  // Notified under the lock: the task may be the one whose completion lets this thread's
+  // owner be destroyed (an adapter's last close), so nothing of it is touched after the
+  // lock is released (a fabric thread posting races the close otherwise).
+  std::lock_guard lock(mutex_);
+  queue_.push_back(task);
   wake_.notify_one();
 }
 
@@ -31,8 +32,8 @@ uint64_t ProviderThread::post_after(std::chrono::microseconds delay, const Task&
     std::lock_guard lock(mutex_);
     id = next_timer_++;
     timers_.push_back(Timer{std::chrono::steady_clock::now() + delay, id, task});
+    wake_.notify_one();  // under the lock, as in post()
   }
-  wake_.notify_one();
   return id;
 }
 
