@@ -254,14 +254,7 @@ void TcpConnection::complete(QpEndpoint* qp) {
     rtr.message.opcode = Opcode::kRdmaWrite;
     tx_.push_back(std::move(rtr));
   } else if (rtr_ & rtr::kZeroLengthRead) {
-    // A zero-length read: its response carries nothing and completes no request of ours.
-    TxItem rtr;
-    rtr.message.opcode = Opcode::kRdmaReadRequest;
-    rtr.message.msn = read_msn_++;
-    rtr.message.read_request.data_sink_stag = 0;
-    rtr.read_request = true;
-    tx_.push_back(std::move(rtr));
-    reads_.push_back(PendingRead{kNoRequest, 0, 0, 0, 0, {}});
+    queue_empty_read_locked(/*covers=*/0);
   }
   pump_locked();
   // Messages a peer without RTR sent before our consumer completed: now they land.
@@ -288,9 +281,7 @@ void TcpConnection::disconnect_locked() {
       ++it;
       continue;
     }
-    if (it->completes || it->read_request) {
-      if (it->completes) finish_request_locked(it->request, STATUS_CANCELLED);
-    }
+    if (it->completes) finish_request_locked(it->request, STATUS_CANCELLED);
     it = tx_.erase(it);
   }
   // Reads whose request never left: reads_ is in posting order, and the first
@@ -363,18 +354,22 @@ void TcpConnection::confirm_locked(uint64_t covers) {
     }
 }
 
+void TcpConnection::queue_empty_read_locked(uint64_t covers) {
+  TxItem read;
+  read.message.opcode = Opcode::kRdmaReadRequest;
+  read.message.msn = read_msn_++;
+  read.read_request = true;
+  const uint32_t sink = next_sink_stag_++;
+  if (next_sink_stag_ == 0) next_sink_stag_ = 1;
+  read.message.read_request.data_sink_stag = sink;
+  tx_.push_back(std::move(read));
+  reads_.push_back(PendingRead{kNoRequest, sink, 0, covers, 0, {}});
+}
+
 bool TcpConnection::queue_fence_locked() {
   if (!settings_.complete_when_placed || sent_upto_ <= fenced_upto_) return false;
   if (phase_ != Phase::kEstablished && phase_ != Phase::kDraining) return false;
-  TxItem fence;
-  fence.message.opcode = Opcode::kRdmaReadRequest;
-  fence.message.msn = read_msn_++;
-  fence.read_request = true;
-  const uint32_t sink = next_sink_stag_++;
-  if (next_sink_stag_ == 0) next_sink_stag_ = 1;
-  fence.message.read_request.data_sink_stag = sink;
-  tx_.push_back(std::move(fence));
-  reads_.push_back(PendingRead{kNoRequest, sink, 0, sent_upto_, 0, {}});
+  queue_empty_read_locked(sent_upto_);
   fenced_upto_ = sent_upto_;
   return true;
 }

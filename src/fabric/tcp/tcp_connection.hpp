@@ -171,6 +171,9 @@ class TcpConnection final : public Connection,
   bool requests_sent_mark_locked(uint64_t request);  // false: no longer tracked
   // Queues a zero-length read after sends and writes awaiting proof of placement.
   bool queue_fence_locked();
+  // A zero-length Read Request completing no request of ours (the RTR, a fence); its
+  // response proves the placement of the requests numbered below `covers`.
+  void queue_empty_read_locked(uint64_t covers);
   void close_locked();
   NTSTATUS enqueue_locked(TxItem&& item);
   // A send or write: queued, completed once the socket has all of it.
