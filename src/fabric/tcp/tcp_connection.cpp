@@ -424,20 +424,26 @@ void TcpConnection::detach(Side) {
   }
   deliver_completions();  // the flushed requests, before the QP may go
   bool registered;
+  int fd;
   {
+    // The socket becomes ours alone: a handler running now finds fd_ gone and leaves it
+    // open, so it is not closed (and its number reused) before the engine forgets it.
     std::lock_guard lock(mutex_);
     detached_ = true;  // a handler starting now returns at once
     registered = registered_;
     registered_ = false;
+    fd = fd_;
+    fd_ = -1;
   }
   // Waits for a handler of ours running on the engine (not under mutex_, which it may
   // need); it reaches nobody afterwards.
-  if (registered) Engine::instance().remove(fd_);
+  if (registered) Engine::instance().remove(fd);
   std::lock_guard lock(mutex_);
   events_ = nullptr;
   qp_.store(nullptr, std::memory_order_release);
   // What is still queued (a Reject, a Terminate) goes out if the socket takes it now.
-  if (fd_ >= 0) {
+  if (fd >= 0) {
+    fd_ = fd;
     send_raw_locked();
     shutdown(fd_, SHUT_WR);
     close(fd_);
