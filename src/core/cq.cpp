@@ -33,6 +33,7 @@ NTSTATUS Cq::resize(ULONG depth) {
 }
 
 void Cq::arm(ULONG type) {
+  adapter().iface().consumer_waits();
   std::lock_guard lock(mutex_);
   // Two arms before a notification merge to the wider one (R114): ANY > SOLICITED > ERRORS.
   auto rank = [](int t) { return t == NDK_CQ_NOTIFY_ANY ? 2 : t == NDK_CQ_NOTIFY_SOLICITED ? 1 : 0; };
@@ -132,8 +133,14 @@ void Cq::on_close_requested() {
   stop_moderation_timer_locked();  // the close need not wait for it
 }
 
+bool Cq::empty_after_progress() {
+  if (count_.load(std::memory_order_acquire) != 0) return false;
+  adapter().iface().progress();  // the consumer's poll drives the fabric
+  return count_.load(std::memory_order_acquire) == 0;
+}
+
 ULONG Cq::get_results(NDK_RESULT* results, ULONG count) {
-  if (count_.load(std::memory_order_acquire) == 0) return 0;  // an empty poll takes no lock
+  if (empty_after_progress()) return 0;  // an empty poll takes no lock
   std::lock_guard lock(mutex_);
   if (error_.load(std::memory_order_relaxed)) return 0;  // unusable after an overrun (R116)
   ULONG n = static_cast<ULONG>(std::min<size_t>(count, count_.load(std::memory_order_relaxed)));
@@ -147,7 +154,7 @@ ULONG Cq::get_results(NDK_RESULT* results, ULONG count) {
 }
 
 ULONG Cq::get_results_ex(NDK_RESULT_EX* results, ULONG count) {
-  if (count_.load(std::memory_order_acquire) == 0) return 0;
+  if (empty_after_progress()) return 0;
   std::lock_guard lock(mutex_);
   if (error_.load(std::memory_order_relaxed)) return 0;
   ULONG n = static_cast<ULONG>(std::min<size_t>(count, count_.load(std::memory_order_relaxed)));

@@ -35,6 +35,8 @@ class Cq final : public Object {
   void on_close_requested() override;
 
  private:
+  // Nothing queued, even after letting the fabric make progress on this thread.
+  bool empty_after_progress();
   void notify_locked(NTSTATUS status);  // consumes the arm, queues the callback
   void fail_locked(NTSTATUS status);
   // An arm was satisfied by one more completion: notify now, or once moderation allows.

@@ -203,7 +203,7 @@ NTSTATUS Qp::post_send(PVOID request_context, const NDK_SGE* sgl, ULONG count, U
   submit({request_context, NdkOperationTypeSend, flags, 0}, status, guard, [&] {  // R095
     return connection_->send(side_, *initiator_extents_,
                              (flags & NDK_OP_FLAG_SEND_AND_SOLICIT_EVENT) != 0, invalidate,
-                             invalidate_token, (flags & NDK_OP_FLAG_READ_FENCE) != 0);
+                             invalidate_token, flags);
   });
   return STATUS_SUCCESS;
 }
@@ -217,8 +217,7 @@ NTSTATUS Qp::post_write(PVOID request_context, const NDK_SGE* sgl, ULONG count, 
   AccessGuard guard;
   status = gather(sgl, count, flags, /*need=*/0, *initiator_extents_, guard);
   submit({request_context, NdkOperationTypeWrite, flags, 0}, status, guard, [&] {
-    return connection_->write(side_, *initiator_extents_, token, address,
-                              (flags & NDK_OP_FLAG_READ_FENCE) != 0);
+    return connection_->write(side_, *initiator_extents_, token, address, flags);
   });
   return STATUS_SUCCESS;
 }
@@ -237,8 +236,7 @@ NTSTATUS Qp::post_read(PVOID request_context, const NDK_SGE* sgl, ULONG count, u
                                   : 0;
   // The fabric keeps at most ORD reads in flight and honours READ_FENCE (R081, R178).
   submit({request_context, NdkOperationTypeRead, flags, invalidate}, status, guard, [&] {
-    return connection_->read(side_, *initiator_extents_, token, address,
-                             (flags & NDK_OP_FLAG_READ_FENCE) != 0);
+    return connection_->read(side_, *initiator_extents_, token, address, flags);
   });
   return STATUS_SUCCESS;
 }

@@ -105,6 +105,7 @@ class Qp final : public Object, public fabric::QpEndpoint {
   SendOutcome finish_receive(const PostedReceive& receive, NTSTATUS placed, size_t bytes,
                              bool solicited, bool invalidate, uint32_t token) override;
   void initiator_completed(NTSTATUS status) override;
+  ULONG initiator_depth() const override { return static_cast<ULONG>(outstanding_.size()); }
 
  protected:
   void on_close_requested() override { flush(); }  // R042

@@ -78,6 +78,8 @@ class QpEndpoint {
   // The oldest initiator request that the fabric took with STATUS_PENDING completed with
   // `status`. Called in posting order, by one thread at a time, never under a fabric lock.
   virtual void initiator_completed(NTSTATUS status) = 0;
+  // How many initiator requests the QP holds at most (its initiator queue depth).
+  virtual ULONG initiator_depth() const = 0;
 };
 
 // One connection between two connectors, shared by both sides. Side 0 is the active
@@ -122,13 +124,15 @@ class Connection {
   // not the bytes) and completes it later through the QP's initiator_completed, in posting
   // order; a request still outstanding when the connection ends completes
   // STATUS_CANCELLED, before detach() returns at the latest.
-  // `fence`: the request starts only once every earlier read has completed (READ_FENCE).
+  // `flags` are the request's NDK_OP_FLAG_*: READ_FENCE, the request starts only once every
+  // earlier read has completed; SILENT_SUCCESS, nobody waits for its success (a fabric
+  // may take longer to prove it, as long as a failure is still reported).
   virtual NTSTATUS send(Side side, const ExtentList& data, bool solicited, bool invalidate,
-                        uint32_t token, bool fence) = 0;
+                        uint32_t token, ULONG flags) = 0;
   virtual NTSTATUS write(Side side, const ExtentList& data, uint32_t token, uint64_t address,
-                         bool fence) = 0;
+                         ULONG flags) = 0;
   virtual NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address,
-                        bool fence) = 0;
+                        ULONG flags) = 0;
   // A request that touches nothing remote (bind, fast register, invalidate) and must
   // still complete in posting order: STATUS_SUCCESS when nothing is outstanding (it
   // completes now), else STATUS_PENDING (it completes after the requests before it).

@@ -45,6 +45,14 @@ class Interface {
   virtual std::shared_ptr<Connection> connect(const SockAddr& source, const SockAddr& destination,
                                               ConnectorEvents* events) = 0;
 
+  // A consumer polled a CQ of an adapter on this interface and found it empty: a fabric
+  // whose bytes arrive on sockets reads them now, on the consumer's thread (no thread
+  // wake-up between the wire and the CQ). Never sleeps.
+  virtual void progress() {}
+  // A consumer armed a CQ: it will wait for the notification instead of polling, so the
+  // fabric's own thread must make the progress.
+  virtual void consumer_waits() {}
+
   void adapter_opened() { open_adapters_.fetch_add(1); }
   void adapter_closed() { open_adapters_.fetch_sub(1); }
   int open_adapters() const { return open_adapters_.load(); }

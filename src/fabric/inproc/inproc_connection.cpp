@@ -118,7 +118,7 @@ void InprocConnection::detach(Side side) {
 }
 
 NTSTATUS InprocConnection::send(Side side, const ExtentList& data, bool solicited, bool invalidate,
-                                uint32_t token, bool /*fence*/) {
+                                uint32_t token, ULONG /*flags*/) {
   QpEndpoint* peer = enter(side);
   if (peer == nullptr) return STATUS_CANCELLED;  // the connection ended meanwhile: flushed
   QpEndpoint::SendOutcome outcome = peer->deliver_send(data, solicited, invalidate, token);
@@ -129,7 +129,7 @@ NTSTATUS InprocConnection::send(Side side, const ExtentList& data, bool solicite
 
 // The target's memory for a tagged access, then one copy per byte.
 NTSTATUS InprocConnection::write(Side side, const ExtentList& data, uint32_t token,
-                                 uint64_t address, bool /*fence*/) {
+                                 uint64_t address, ULONG /*flags*/) {
   QpEndpoint* peer = enter(side);
   if (peer == nullptr) return STATUS_CANCELLED;
   NTSTATUS status = STATUS_SUCCESS;
@@ -146,7 +146,7 @@ NTSTATUS InprocConnection::write(Side side, const ExtentList& data, uint32_t tok
 }
 
 NTSTATUS InprocConnection::read(Side side, const ExtentList& into, uint32_t token, uint64_t address,
-                                bool /*fence*/) {
+                                ULONG /*flags*/) {
   QpEndpoint* peer = enter(side);
   if (peer == nullptr) return STATUS_CANCELLED;
   NTSTATUS status = STATUS_SUCCESS;

@@ -34,11 +34,11 @@ class InprocConnection final : public Connection,
 
   // Every request runs to completion here: `fence` holds trivially.
   NTSTATUS send(Side side, const ExtentList& data, bool solicited, bool invalidate,
-                uint32_t token, bool fence) override;
+                uint32_t token, ULONG flags) override;
   NTSTATUS write(Side side, const ExtentList& data, uint32_t token, uint64_t address,
-                 bool fence) override;
+                 ULONG flags) override;
   NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address,
-                bool fence) override;
+                ULONG flags) override;
   NTSTATUS local(Side) override { return STATUS_SUCCESS; }  // nothing is ever outstanding
 
  private:

@@ -1,19 +1,42 @@
 #include "fabric/tcp/engine.hpp"
 
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <array>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
 namespace softndk::fabric::tcp {
 
+namespace {
+
+std::atomic<Engine*> g_running{nullptr};
+// The handler this thread runs now (nested calls of progress() and remove() need it).
+thread_local Engine::Handler* t_current = nullptr;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void wake(int fd) {
+  uint64_t one = 1;
+  if (write(fd, &one, sizeof one) < 0) {
+  }  // the counter is already non-zero: the engine wakes anyway
+}
+
+}  // namespace
+
 Engine& Engine::instance() {
   static Engine engine;
   return engine;
 }
+
+Engine* Engine::running() { return g_running.load(std::memory_order_acquire); }
 
 Engine::Engine() {
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
@@ -27,17 +50,16 @@ Engine::Engine() {
   ev.data.fd = wake_fd_;
   epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
   thread_ = std::thread([this] { run(); });
-  thread_id_ = thread_.get_id();
+  g_running.store(this, std::memory_order_release);
 }
 
 Engine::~Engine() {
+  g_running.store(nullptr, std::memory_order_release);
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
-  uint64_t one = 1;
-  if (write(wake_fd_, &one, sizeof one) < 0) {
-  }
+  wake(wake_fd_);
   thread_.join();
   close(wake_fd_);
   close(epoll_fd_);
@@ -49,6 +71,7 @@ bool Engine::add(int fd, uint32_t events, std::shared_ptr<Handler> handler) {
   ev.events = events;
   ev.data.fd = fd;
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) return false;
+  handler->removed_.store(false);
   handlers_[fd] = std::move(handler);
   return true;
 }
@@ -61,11 +84,20 @@ void Engine::modify(int fd, uint32_t events) {
 }
 
 void Engine::remove(int fd) {
-  std::unique_lock lock(mutex_);
-  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
-  handlers_.erase(fd);
-  if (on_engine_thread()) return;
-  idle_.wait(lock, [&] { return running_fd_ != fd; });
+  std::shared_ptr<Handler> handler;
+  {
+    std::lock_guard lock(mutex_);
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    auto it = handlers_.find(fd);
+    if (it == handlers_.end()) return;
+    handler = std::move(it->second);
+    handlers_.erase(it);
+  }
+  // Pairs with run_handler: it takes busy_, then reads removed_ (both sequentially
+  // consistent), so either it sees the removal or we see it running and wait.
+  handler->removed_.store(true);
+  if (t_current == handler.get()) return;
+  while (handler->busy_.load()) std::this_thread::yield();  // handlers run briefly
 }
 
 void Engine::post(std::shared_ptr<Handler> handler) {
@@ -74,46 +106,101 @@ void Engine::post(std::shared_ptr<Handler> handler) {
     Handler* key = handler.get();
     if (!posted_.emplace(key, std::move(handler)).second) return;
   }
-  uint64_t one = 1;
-  if (write(wake_fd_, &one, sizeof one) < 0) {
-  }  // the counter is already non-zero: the engine wakes anyway
+  wake(wake_fd_);
+}
+
+void Engine::progress() {
+  if (t_current != nullptr) return;  // a handler's own call chain: it is progress already
+  polled_at_.store(now_ns(), std::memory_order_relaxed);
+  epoll_event events[16];
+  int n = epoll_wait(epoll_fd_, events, 16, 0);
+  if (n > 0) dispatch(events, n, false);
+}
+
+void Engine::consumer_waits() {
+  if (polled_at_.exchange(0, std::memory_order_relaxed) != 0) wake(wake_fd_);
+}
+
+bool Engine::consumers_poll() const {
+  const int64_t at = polled_at_.load(std::memory_order_relaxed);
+  return at != 0 && now_ns() - at < std::chrono::nanoseconds(kHandoff).count();
+}
+
+void Engine::run_handler(Handler& handler, uint32_t events) {
+  // Socket events need no remembering: epoll is level-triggered, so one that finds the
+  // handler busy is reported again by the next epoll_wait if the busy thread left it. (A
+  // poller re-adding them would keep the busy thread in the handler for as long as it
+  // polls.) A post is remembered: whoever takes busy_ runs every pending post, and looks
+  // again after letting go, so none is left behind.
+  if (events & kPosted) handler.pending_.fetch_or(kPosted);
+  uint32_t socket_events = events & ~kPosted;
+  while (!handler.busy_.exchange(true)) {
+    Handler* const outer = t_current;
+    t_current = &handler;
+    if (socket_events != 0 && !handler.removed_.load()) handler.on_events(socket_events);
+    socket_events = 0;
+    while (!handler.removed_.load() && handler.pending_.exchange(0) != 0) handler.on_events(0);
+    t_current = outer;
+    handler.busy_.store(false);
+    if (handler.removed_.load() || handler.pending_.load() == 0) return;
+  }
+}
+
+bool Engine::dispatch(const epoll_event* events, int count, bool engine_thread) {
+  std::shared_ptr<Handler> ready[kBatch];
+  uint32_t what[kBatch];
+  int n = 0;
+  bool posts = false;
+  {
+    std::lock_guard lock(mutex_);
+    for (int i = 0; i < count && n < kBatch; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == wake_fd_) {
+        posts = engine_thread;  // posts run on the engine thread (consumers leave them)
+        continue;
+      }
+      auto it = handlers_.find(fd);
+      if (it == handlers_.end()) continue;  // removed since epoll reported it
+      ready[n] = it->second;
+      what[n++] = events[i].events;
+    }
+  }
+  for (int i = 0; i < n; ++i) run_handler(*ready[i], what[i]);
+  if (!posts) return true;
+  uint64_t count_read;
+  if (read(wake_fd_, &count_read, sizeof count_read) < 0) {
+  }
+  std::vector<std::shared_ptr<Handler>> posted;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return false;
+    for (auto& [key, handler] : posted_) posted.push_back(std::move(handler));
+    posted_.clear();
+  }
+  for (auto& handler : posted) run_handler(*handler, kPosted);
+  return true;
 }
 
 void Engine::run() {
-  std::array<epoll_event, 64> events;
-  std::vector<std::shared_ptr<Handler>> posted;
+  epoll_event events[kBatch];
   for (;;) {
-    int n = epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), -1);
-    if (n < 0) continue;  // EINTR
-    for (int i = 0; i < n; ++i) {
-      const int fd = events[i].data.fd;
-      if (fd == wake_fd_) {
-        uint64_t count;
-        if (read(wake_fd_, &count, sizeof count) < 0) {
-        }
-        std::lock_guard lock(mutex_);
-        if (stopping_) return;
-        for (auto& [key, handler] : posted_) posted.push_back(std::move(handler));
-        posted_.clear();
-        continue;
+    if (consumers_poll()) {
+      // Consumers make the progress: wait only for posts (and consumer_waits), and look
+      // again when the handoff may have lapsed.
+      pollfd wake{wake_fd_, POLLIN, 0};
+      const int64_t left = std::chrono::nanoseconds(kHandoff).count() -
+                           (now_ns() - polled_at_.load(std::memory_order_relaxed));
+      const int timeout_ms = static_cast<int>(std::max<int64_t>(1, left / 1000000 + 1));
+      if (::poll(&wake, 1, timeout_ms) > 0) {
+        epoll_event posted{};
+        posted.data.fd = wake_fd_;
+        if (!dispatch(&posted, 1, true)) return;
       }
-      std::shared_ptr<Handler> handler;
-      {
-        std::lock_guard lock(mutex_);
-        auto it = handlers_.find(fd);
-        if (it == handlers_.end()) continue;  // removed since epoll reported it
-        handler = it->second;
-        running_fd_ = fd;
-      }
-      handler->on_events(events[i].events);
-      {
-        std::lock_guard lock(mutex_);
-        running_fd_ = -1;
-      }
-      idle_.notify_all();
+      continue;
     }
-    for (auto& handler : posted) handler->on_events(0);
-    posted.clear();
+    const int n = epoll_wait(epoll_fd_, events, kBatch, -1);
+    if (n < 0) continue;  // EINTR
+    if (!dispatch(events, n, true)) return;
   }
 }
 

@@ -342,7 +342,9 @@ void TcpConnection::end_locked(const TerminateInfo* terminate) {
 
 bool TcpConnection::requests_sent_mark_locked(uint64_t request) {
   if (request < first_request_ || request - first_request_ >= requests_.size()) return false;
-  requests_[request - first_request_].sent = true;
+  Request& r = requests_[request - first_request_];
+  r.sent = true;
+  if (!r.silent && request >= fenced_upto_) awaited_unfenced_ = true;
   return true;
 }
 
@@ -369,8 +371,15 @@ void TcpConnection::queue_empty_read_locked(uint64_t covers) {
 bool TcpConnection::queue_fence_locked() {
   if (!settings_.complete_when_placed || sent_upto_ <= fenced_upto_) return false;
   if (phase_ != Phase::kEstablished && phase_ != Phase::kDraining) return false;
+  // Silent requests are proven lazily: by a later read or fence, or once they hold half
+  // the initiator queue (the consumer's posts must not find it full of them).
+  const QpEndpoint* endpoint = qp();
+  const uint64_t lazy_limit = endpoint == nullptr ? 1 : std::max<ULONG>(1, endpoint->initiator_depth() / 2);
+  if (!awaited_unfenced_ && phase_ == Phase::kEstablished && sent_upto_ - fenced_upto_ < lazy_limit)
+    return false;
   queue_empty_read_locked(sent_upto_);
   fenced_upto_ = sent_upto_;
+  awaited_unfenced_ = false;
   return true;
 }
 
@@ -483,7 +492,7 @@ NTSTATUS TcpConnection::enqueue_locked(TxItem&& item) {
   return STATUS_PENDING;
 }
 
-NTSTATUS TcpConnection::post(const TxMessage& message, const ExtentList& data, bool fence) {
+NTSTATUS TcpConnection::post(const TxMessage& message, const ExtentList& data, ULONG flags) {
   {
     std::lock_guard lock(mutex_);
     if (phase_ != Phase::kEstablished) return STATUS_CANCELLED;  // ended meanwhile: flushed
@@ -497,8 +506,9 @@ NTSTATUS TcpConnection::post(const TxMessage& message, const ExtentList& data, b
     r.msn = item.message.msn;
     r.stag = item.message.stag;
     r.to = item.message.to;
+    r.silent = (flags & NDK_OP_FLAG_SILENT_SUCCESS) != 0;
     item.completes = true;  // once placed, or once the socket has every byte
-    item.fence = fence;
+    item.fence = (flags & NDK_OP_FLAG_READ_FENCE) != 0;
     enqueue_locked(std::move(item));
   }
   deliver_completions();
@@ -506,25 +516,25 @@ NTSTATUS TcpConnection::post(const TxMessage& message, const ExtentList& data, b
 }
 
 NTSTATUS TcpConnection::send(Side, const ExtentList& data, bool solicited, bool invalidate,
-                             uint32_t token, bool fence) {
+                             uint32_t token, ULONG flags) {
   TxMessage m;
   m.opcode = invalidate ? (solicited ? Opcode::kSendWithSeAndInvalidate : Opcode::kSendWithInvalidate)
                         : (solicited ? Opcode::kSendWithSe : Opcode::kSend);
   m.invalidate_stag = invalidate ? token : 0;
-  return post(m, data, fence);
+  return post(m, data, flags);
 }
 
 NTSTATUS TcpConnection::write(Side, const ExtentList& data, uint32_t token, uint64_t address,
-                              bool fence) {
+                              ULONG flags) {
   TxMessage m;
   m.opcode = Opcode::kRdmaWrite;
   m.stag = token;
   m.to = address;
-  return post(m, data, fence);
+  return post(m, data, flags);
 }
 
 NTSTATUS TcpConnection::read(Side, const ExtentList& into, uint32_t token, uint64_t address,
-                             bool fence) {
+                             ULONG flags) {
   {
     std::lock_guard lock(mutex_);
     if (phase_ != Phase::kEstablished) return STATUS_CANCELLED;
@@ -541,7 +551,7 @@ NTSTATUS TcpConnection::read(Side, const ExtentList& into, uint32_t token, uint6
     item.message.msn = read_msn_++;
     item.message.read_request = {read.sink_stag, 0, static_cast<uint32_t>(into.total()), token, address};
     item.read_request = true;
-    item.fence = fence;
+    item.fence = (flags & NDK_OP_FLAG_READ_FENCE) != 0;
     reads_.push_back(std::move(read));
     enqueue_locked(std::move(item));
   }

@@ -12,9 +12,10 @@
 //                        once after the Reply with a peer that does not use RTR)
 //   NdkDisconnect     -> TCP FIN once queued messages left; errors -> a Terminate, then FIN
 //
-// Threads: the consumer's (posting, connection calls) and the engine's (everything the
-// socket brings). `mutex_` guards the transmit side, the requests in flight and the phase;
-// the receive side belongs to the engine thread alone. Calls into the core (events,
+// Threads: the consumer's (posting, connection calls) and the one running the socket's
+// handler (the engine's, or a consumer's polling its CQ: engine.hpp; one at a time).
+// `mutex_` guards the transmit side, the requests in flight and the phase; the receive
+// side belongs to the thread running the handler. Calls into the core (events,
 // completions, placement) are made without `mutex_`.
 #pragma once
 
@@ -77,11 +78,11 @@ class TcpConnection final : public Connection,
   void terminate(Side side, NTSTATUS status) override;
   void detach(Side side) override;
   NTSTATUS send(Side side, const ExtentList& data, bool solicited, bool invalidate,
-                uint32_t token, bool fence) override;
+                uint32_t token, ULONG flags) override;
   NTSTATUS write(Side side, const ExtentList& data, uint32_t token, uint64_t address,
-                 bool fence) override;
+                 ULONG flags) override;
   NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address,
-                bool fence) override;
+                ULONG flags) override;
   NTSTATUS local(Side side) override;
 
   // ---- Engine::Handler ----
@@ -120,6 +121,7 @@ class TcpConnection final : public Connection,
     bool done = false;
     NTSTATUS status = STATUS_SUCCESS;
     bool sent = false;  // its bytes left; done once placed (complete_when_placed)
+    bool silent = false;  // SILENT_SUCCESS: its placement may be proven lazily
     // What a Terminate names it by: a Send's or Read Request's MSN, a Write's STag and TO.
     Opcode opcode = Opcode::kSend;
     uint32_t msn = 0;
@@ -138,12 +140,12 @@ class TcpConnection final : public Connection,
     std::vector<iovec> sink;
   };
 
-  // ---- FpduSink (engine thread) ----
+  // ---- FpduSink (the handler's thread) ----
   Verdict begin_segment(const Segment& segment) override;
   Verdict payload(const Segment& segment, uint32_t offset, std::span<const uint8_t> bytes) override;
   Verdict end_segment(const Segment& segment) override;
 
-  // ---- receive (engine thread) ----
+  // ---- receive (the handler's thread) ----
   void on_readable();
   void consume(std::span<const uint8_t> bytes);
   void on_mpa_frame();       // a Request or Reply arrived whole
@@ -177,7 +179,7 @@ class TcpConnection final : public Connection,
   void close_locked();
   NTSTATUS enqueue_locked(TxItem&& item);
   // A send or write: queued, completed once the socket has all of it.
-  NTSTATUS post(const TxMessage& message, const ExtentList& data, bool fence);
+  NTSTATUS post(const TxMessage& message, const ExtentList& data, ULONG flags);
   void negotiated_locked(const MpaFrame& request, const MpaFrame& reply);
 
   // ---- delivering to the core (no lock held) ----
@@ -244,8 +246,9 @@ class TcpConnection final : public Connection,
   uint32_t next_sink_stag_ = 1;
   uint64_t sent_upto_ = 0;     // requests numbered below this have left (or are reads)
   uint64_t fenced_upto_ = 0;   // ... and a queued read will prove them placed
+  bool awaited_unfenced_ = false;  // one of those not yet fenced is not silent
 
-  // Receive (engine thread).
+  // Receive (the handler's thread).
   std::optional<FpduParser> parser_;
   std::vector<uint8_t> rx_buffer_;
   PostedReceive rx_receive_{};

@@ -164,6 +164,14 @@ void TcpInterface::unreserve(const SockAddr& address) {
   close(fd);
 }
 
+void TcpInterface::progress() {
+  if (Engine* engine = Engine::running()) engine->progress();
+}
+
+void TcpInterface::consumer_waits() {
+  if (Engine* engine = Engine::running()) engine->consumer_waits();
+}
+
 void TcpInterface::listen(const SockAddr& address, ListenerEvents* events) {
   std::lock_guard lock(mutex_);
   auto it = reserved_.find(address.key());

@@ -34,6 +34,8 @@ class TcpInterface final : public Interface, public std::enable_shared_from_this
   void unreserve(const SockAddr& address) override;
   void listen(const SockAddr& address, ListenerEvents* events) override;
   void unlisten(const SockAddr& address) override;
+  void progress() override;
+  void consumer_waits() override;
   std::shared_ptr<Connection> connect(const SockAddr& source, const SockAddr& destination,
                                       ConnectorEvents* events) override;
 
