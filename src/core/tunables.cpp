@@ -103,6 +103,11 @@ const Tunable kTable[] = {
      "later read's response proves it; a remote failure fails the request itself, as on "
      "InfiniBand and in-process); sent: once the socket took its bytes (raw iWARP semantics)",
      [](const std::string& v) { return v == "placed" || v == "sent"; }},
+    {"iwarp_dead_peer_ms", "10000",
+     "iWARP fabric: a connection whose peer stops answering (killed host, cut link) ends "
+     "this long after its last sign of life: unacknowledged data or keepalive probes "
+     "(TCP_USER_TIMEOUT, keepalive from 1 s of silence on)",
+     is_positive},
     {"connect_timeout_ms", "30000",
      "How long a Connect waits for the peer's answer, and an Accept for the peer's "
      "CompleteConnect, before failing with STATUS_IO_TIMEOUT",

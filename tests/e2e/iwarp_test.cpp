@@ -4,18 +4,17 @@
 // requests, fail the documented ways and tear down. Every completion mode, IPv4 and IPv6,
 // and the wire's variants (MPA revision 1 and 2, CRC on and off).
 #include <net/if.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
-#include <filesystem>
 #include <numeric>
 #include <tuple>
 
 #include "e2e.hpp"
+#include "netns.hpp"
+#include "process.hpp"
+#include "remote.hpp"
 
 namespace {
 
@@ -411,50 +410,26 @@ using namespace e2e;
 
 namespace {
 
-struct ServerOffer {
-  UINT32 token;
-  UINT64 address;
-  UINT64 size;
-};
-
 constexpr int kEchoes = 8;
 constexpr ULONG kMessage = 3000;
 
 }  // namespace
 
 TEST(IwarpProcesses, ServerRole) {
-  const char* fd_text = std::getenv("SOFTNDK_TEST_SERVER_FD");
-  if (fd_text == nullptr) GTEST_SKIP() << "the server half of IwarpProcesses.ClientMovesVerifiedData";
-  const int report = std::atoi(fd_text);
-  const ULONG flags = NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_ALLOW_REMOTE_READ | NDK_MR_FLAG_ALLOW_REMOTE_WRITE;
+  if (role_report_fd() < 0) GTEST_SKIP() << "the server half of the IwarpProcesses tests";
+  const Host host = role_host();
   Side server;
-  ASSERT_NO_FATAL_FAILURE(server.open(if_nametoindex("lo"), SOFTNDK_COMPLETION_PROVIDER_THREAD, flags, SOFTNDK_FABRIC_TCP));
-  for (size_t i = 0; i < server.buffer.size(); ++i) server.buffer[i] = static_cast<unsigned char>(i * 13 + 5);
   Incoming incoming;
-  NDK_ADAPTER* a = server.adapter;
-  NDK_LISTENER* listener = create<NDK_LISTENER>([&](auto cb, auto ctx, NDK_LISTENER** out) {
-    return a->Dispatch->NdkCreateListener(a, &Incoming::on_connect, &incoming, cb, ctx, out);
-  });
-  ASSERT_NE(listener, nullptr);
-  SOCKADDR_INET address = ipv4("127.0.0.1", 0);
-  Waiter listened;
-  ASSERT_EQ(listened.wait(listener->Dispatch->NdkListen(listener, reinterpret_cast<PSOCKADDR>(&address),
-                                                        length_of(address), &Waiter::on_request, &listened)),
-            STATUS_SUCCESS);
-  ULONG length = sizeof(address);
-  ASSERT_EQ(listener->Dispatch->NdkGetLocalAddress(listener, reinterpret_cast<PSOCKADDR>(&address), &length),
-            STATUS_SUCCESS);
-  const std::string port = std::to_string(ntohs(address.Ipv4.sin_port)) + "\n";
-  ASSERT_EQ(::write(report, port.data(), port.size()), static_cast<ssize_t>(port.size()));
-  ::close(report);
-
-  NDK_CONNECTOR* connector = incoming.next();
-  ASSERT_NE(connector, nullptr);
+  NDK_LISTENER* listener = nullptr;
+  NDK_CONNECTOR* connector = nullptr;
+  ASSERT_NO_FATAL_FAILURE(listen_and_take_request(server, host, SOFTNDK_COMPLETION_PROVIDER_THREAD, listener, incoming,
+                                                  connector));
+  for (size_t i = 0; i < server.buffer.size(); ++i) server.buffer[i] = static_cast<unsigned char>(i * 13 + 5);
   for (int i = 0; i < kEchoes; ++i) {
     NDK_SGE rx = server.sge(i * 4096, 4096);
     ASSERT_EQ(server.qp->Dispatch->NdkReceive(server.qp, nullptr, &rx, 1), STATUS_SUCCESS);
   }
-  ServerOffer offer{server.remote_token(), server.address(0), server.buffer.size()};
+  Offer offer{server.remote_token(), server.address(0), server.buffer.size()};
   Disconnects disconnects;
   Waiter accepted;
   ASSERT_EQ(accepted.wait(connector->Dispatch->NdkAccept(connector, server.qp, 4, 4, &offer, sizeof(offer),
@@ -484,77 +459,15 @@ TEST(IwarpProcesses, ServerRole) {
   server.close_all();
 }
 
-TEST(IwarpProcesses, ClientMovesVerifiedDataThroughAServerProcess) {
-  // The server: this binary, running the server role; it reports its port on a pipe.
-  int pipe_fds[2];
-  ASSERT_EQ(pipe(pipe_fds), 0);
-  // Everything the child needs is prepared here: after fork() it only execs (other
-  // threads of this process may hold locks that malloc would wait for).
-  const std::string self = std::filesystem::read_symlink("/proc/self/exe");
-  std::string filter = "--gtest_filter=IwarpProcesses.ServerRole";
-  std::string fd_variable = "SOFTNDK_TEST_SERVER_FD=" + std::to_string(pipe_fds[1]);
-  std::vector<char*> env;
-  for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
-  env.push_back(fd_variable.data());
-  env.push_back(nullptr);
-  char* argv[] = {const_cast<char*>(self.c_str()), filter.data(), nullptr};
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    ::close(pipe_fds[0]);
-    execve(self.c_str(), argv, env.data());
-    _exit(127);
-  }
-  ::close(pipe_fds[1]);
-  // Whatever happens below, the server does not outlive the test.
-  struct Reaper {
-    pid_t pid;
-    int status = -1;
-    bool reaped = false;
-    bool wait(std::chrono::milliseconds limit) {
-      for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;) {
-        if (waitpid(pid, &status, WNOHANG) == pid) return reaped = true;
-        std::this_thread::sleep_for(5ms);
-      }
-      return false;
-    }
-    ~Reaper() {
-      if (reaped) return;
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-    }
-  } reaper{child};
-  char text[16] = {};
-  pollfd readable{pipe_fds[0], POLLIN, 0};
-  ASSERT_EQ(::poll(&readable, 1, 10000), 1) << "the server process did not report its port";
-  ASSERT_GT(::read(pipe_fds[0], text, sizeof(text) - 1), 0);
-  ::close(pipe_fds[0]);
-  const uint16_t port = static_cast<uint16_t>(std::atoi(text));
-  ASSERT_NE(port, 0);
-
-  const ULONG flags = NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_ALLOW_REMOTE_READ | NDK_MR_FLAG_ALLOW_REMOTE_WRITE;
+// The client's half: connects from `host` to the server at `destination`:`port`, then
+// moves data by every operation, every byte checked, and disconnects.
+void client_moves_verified_data(const Host& host, const std::string& destination_text, uint16_t port) {
   Side client;
-  ASSERT_NO_FATAL_FAILURE(client.open(if_nametoindex("lo"), SOFTNDK_COMPLETION_INLINE, flags, SOFTNDK_FABRIC_TCP));
-  NDK_ADAPTER* a = client.adapter;
-  NDK_CONNECTOR* connector = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
-    return a->Dispatch->NdkCreateConnector(a, cb, ctx, out);
-  });
-  ASSERT_NE(connector, nullptr);
-  SOCKADDR_INET source = ipv4("127.0.0.1", 0), destination = ipv4("127.0.0.1", port);
-  Waiter connected;
-  ASSERT_EQ(connected.wait(connector->Dispatch->NdkConnect(connector, client.qp, reinterpret_cast<PSOCKADDR>(&source),
-                                                           length_of(source), reinterpret_cast<PSOCKADDR>(&destination),
-                                                           length_of(destination), 4, 4, nullptr, 0,
-                                                           &Waiter::on_request, &connected)),
-            STATUS_SUCCESS);
-  ServerOffer offer{};
-  ULONG offer_length = sizeof(offer);
-  ASSERT_EQ(connector->Dispatch->NdkGetConnectionData(connector, nullptr, nullptr, &offer, &offer_length), STATUS_SUCCESS);
-  ASSERT_EQ(offer_length, sizeof(offer));
-  Waiter completed;
-  ASSERT_EQ(completed.wait(connector->Dispatch->NdkCompleteConnect(connector, nullptr, nullptr, &Waiter::on_request,
-                                                                   &completed)),
-            STATUS_SUCCESS);
+  ASSERT_NO_FATAL_FAILURE(client.open(if_nametoindex(host.ifname.c_str()), SOFTNDK_COMPLETION_INLINE, kRemoteAccess,
+                                     SOFTNDK_FABRIC_TCP));
+  NDK_CONNECTOR* connector = nullptr;
+  Offer offer{};
+  ASSERT_NO_FATAL_FAILURE(connect_to_server(client, host, destination_text, port, connector, offer));
 
   // Messages and their echoes, every byte.
   for (int i = 0; i < kEchoes; ++i) {
@@ -590,8 +503,49 @@ TEST(IwarpProcesses, ClientMovesVerifiedDataThroughAServerProcess) {
   Waiter disconnected;
   ASSERT_EQ(disconnected.wait(connector->Dispatch->NdkDisconnect(connector, &Waiter::on_request, &disconnected)),
             STATUS_SUCCESS);
-  ASSERT_TRUE(reaper.wait(10s)) << "the server process did not finish";
-  EXPECT_TRUE(WIFEXITED(reaper.status) && WEXITSTATUS(reaper.status) == 0) << "server status " << reaper.status;
   close(connector);
   client.close_all();
+}
+
+TEST(IwarpProcesses, ClientRole) {
+  if (role_report_fd() < 0) GTEST_SKIP() << "the client half of IwarpProcesses.BetweenTwoHosts";
+  const char* destination = std::getenv("SOFTNDK_TEST_DESTINATION");
+  const char* port = std::getenv("SOFTNDK_TEST_PORT");
+  ASSERT_TRUE(destination != nullptr && port != nullptr);
+  client_moves_verified_data(role_host(), destination, static_cast<uint16_t>(std::atoi(port)));
+}
+
+TEST(IwarpProcesses, ClientMovesVerifiedDataThroughAServerProcess) {
+  // The server: this binary, running the server role; it reports its port on a pipe.
+  Child server("IwarpProcesses.ServerRole", {});
+  ASSERT_TRUE(server.started());
+  const uint16_t port = static_cast<uint16_t>(std::atoi(server.read_line(10s).c_str()));
+  ASSERT_NE(port, 0) << "the server process did not report its port";
+  client_moves_verified_data(Host{}, "127.0.0.1", port);
+  ASSERT_TRUE(server.wait(10s)) << "the server process did not finish";
+  EXPECT_EQ(server.exit_status(), 0);
+}
+
+// Two hosts: the server in one network namespace, the client in another, joined by a veth
+// pair; the data crosses real interfaces (their addresses exist only in the namespaces).
+TEST(IwarpProcesses, BetweenTwoHostsInNetworkNamespaces) {
+  NetnsPair hosts;
+  if (!hosts.available()) GTEST_SKIP() << hosts.why();
+  Child server("IwarpProcesses.ServerRole",
+               {std::string("SOFTNDK_TEST_IFNAME=") + NetnsPair::kVeth[0],
+                std::string("SOFTNDK_TEST_ADDRESS=") + NetnsPair::kAddress[0]},
+               hosts.name(0));
+  ASSERT_TRUE(server.started());
+  const std::string port = server.read_line(10s);
+  ASSERT_NE(std::atoi(port.c_str()), 0) << "the server process did not report its port";
+  Child client("IwarpProcesses.ClientRole",
+               {std::string("SOFTNDK_TEST_IFNAME=") + NetnsPair::kVeth[1],
+                std::string("SOFTNDK_TEST_ADDRESS=") + NetnsPair::kAddress[1],
+                std::string("SOFTNDK_TEST_DESTINATION=") + NetnsPair::kAddress[0], "SOFTNDK_TEST_PORT=" + port},
+               hosts.name(1));
+  ASSERT_TRUE(client.started());
+  ASSERT_TRUE(client.wait(30s)) << "the client process did not finish";
+  EXPECT_EQ(client.exit_status(), 0) << "the client process failed (its output is above)";
+  ASSERT_TRUE(server.wait(10s)) << "the server process did not finish";
+  EXPECT_EQ(server.exit_status(), 0);
 }

@@ -32,9 +32,20 @@ TerminateCode code_of_tagged(NTSTATUS status) {
   return status == STATUS_REMOTE_RESOURCES ? term::kRdmapBaseOrBounds : term::kRdmapInvalidStag;
 }
 
-void set_nodelay(int fd) {
+// Small messages go out at once; a peer that stops answering (killed host, cut link: no
+// FIN, no reset) is declared dead `dead_peer_ms` after its last sign of life, whether data
+// waits for its acknowledgement (TCP_USER_TIMEOUT) or the connection is idle (keepalive
+// probes from 1 s of silence on, bounded by the same timeout).
+void configure_socket(int fd, unsigned dead_peer_ms) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &one, sizeof one);
+  const int probes = static_cast<int>(std::max(1u, dead_peer_ms / 1000));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
+  const unsigned timeout = dead_peer_ms;
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof timeout);
 }
 
 // Appends an extent list as iovecs (the bytes stay where they are).
@@ -69,6 +80,7 @@ MpaSettings MpaSettings::from_tunables() {
   s.crc = tunables::number("iwarp_crc") != 0;
   s.peer_to_peer = tunables::number("iwarp_peer_to_peer") != 0;
   s.complete_when_placed = tunables::get(*tunables::find("iwarp_completion")) == "placed";
+  s.dead_peer_ms = static_cast<unsigned>(tunables::number("iwarp_dead_peer_ms"));
   return s;
 }
 
@@ -113,7 +125,7 @@ TcpConnection::~TcpConnection() {
 }
 
 bool TcpConnection::start_passive() {
-  set_nodelay(fd_);
+  configure_socket(fd_, settings_.dead_peer_ms);
   rx_buffer_.resize(kRxBuffer);
   frame_parser_ = std::make_unique<MpaFrameParser>(MpaFrameType::kRequest);
   std::lock_guard lock(mutex_);
@@ -158,7 +170,7 @@ NTSTATUS TcpConnection::request(ULONG inbound_limit, ULONG outbound_limit,
   raw_sent_ = 0;
   rx_buffer_.resize(kRxBuffer);
   frame_parser_ = std::make_unique<MpaFrameParser>(MpaFrameType::kReply);
-  set_nodelay(fd_);
+  configure_socket(fd_, settings_.dead_peer_ms);
   if (::connect(fd_, remote_.sockaddr(), remote_.length()) != 0 && errno != EINPROGRESS)
     return status_of_errno(errno);
   phase_ = Phase::kTcpConnecting;

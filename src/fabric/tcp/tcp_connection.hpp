@@ -46,6 +46,8 @@ struct MpaSettings {
   // Sends and writes complete once the peer has placed them (a later read's response
   // proves it), not when their bytes left: a remote failure then fails them (R134).
   bool complete_when_placed = true;
+  // A silent peer is declared dead after this long (TCP_USER_TIMEOUT and keepalive).
+  unsigned dead_peer_ms = 10000;
   static MpaSettings from_tunables();
 };
 

@@ -1,0 +1,123 @@
+// Child processes for the end-to-end tests: this test binary again, running one role (a
+// gtest filter naming a test that skips unless its environment says it is a role), possibly
+// inside a network namespace (`ip netns exec`). The child reports on a pipe; it never
+// outlives the test: the Child kills and reaps it whatever happens.
+#pragma once
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+extern char** environ;
+
+namespace e2e {
+
+class Child {
+ public:
+  // Runs this binary with --gtest_filter=`role`, the current environment plus `env`
+  // (NAME=value), and SOFTNDK_TEST_REPORT_FD naming the write end of the report pipe;
+  // inside network namespace `netns` when it is not empty.
+  Child(const std::string& role, std::vector<std::string> env, const std::string& netns = "") {
+    int fds[2];
+    if (pipe(fds) != 0) return;
+    // Everything is prepared before fork(): the child only execs (other threads of this
+    // process may hold locks that malloc would wait for).
+    const std::string self = std::filesystem::read_symlink("/proc/self/exe");
+    std::string filter = "--gtest_filter=" + role;
+    env.push_back("SOFTNDK_TEST_REPORT_FD=" + std::to_string(fds[1]));
+    std::vector<char*> envp;
+    for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+    for (std::string& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::string ip = "/usr/sbin/ip", netns_word = "netns", exec_word = "exec", ns = netns;
+    std::vector<char*> argv;
+    if (!netns.empty()) argv = {ip.data(), netns_word.data(), exec_word.data(), ns.data()};
+    argv.push_back(const_cast<char*>(self.c_str()));
+    argv.push_back(filter.data());
+    argv.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ == 0) {
+      ::close(fds[0]);
+      execve(argv[0], argv.data(), envp.data());
+      _exit(127);
+    }
+    ::close(fds[1]);
+    report_ = fds[0];
+  }
+  ~Child() {
+    if (report_ >= 0) ::close(report_);
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status_, 0);
+    }
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  bool started() const { return pid_ > 0 && report_ >= 0; }
+  pid_t pid() const { return pid_; }
+  bool signal(int number) const { return pid_ > 0 && !reaped_ && kill(pid_, number) == 0; }
+
+  // The next line the child reported (without its newline), or "" when none came in time.
+  std::string read_line(std::chrono::milliseconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      if (auto at = buffered_.find('\n'); at != std::string::npos) {
+        std::string line = buffered_.substr(0, at);
+        buffered_.erase(0, at + 1);
+        return line;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+      pollfd p{report_, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) return "";
+      char chunk[256];
+      const ssize_t n = ::read(report_, chunk, sizeof chunk);
+      if (n <= 0) return "";
+      buffered_.append(chunk, static_cast<size_t>(n));
+    }
+  }
+
+  // Waits for the child to exit; true with exit_status() set when it did in time.
+  bool wait(std::chrono::milliseconds limit) {
+    for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;) {
+      if (waitpid(pid_, &status_, WNOHANG) == pid_) return reaped_ = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+  }
+  // The exit code (or 128 + the signal that ended it).
+  int exit_status() const {
+    return WIFEXITED(status_) ? WEXITSTATUS(status_) : WIFSIGNALED(status_) ? 128 + WTERMSIG(status_) : -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int report_ = -1;
+  int status_ = -1;
+  bool reaped_ = false;
+  std::string buffered_;
+};
+
+// In a role: the report pipe the parent gave (or -1: not running as a role).
+inline int role_report_fd() {
+  const char* text = std::getenv("SOFTNDK_TEST_REPORT_FD");
+  return text == nullptr ? -1 : std::atoi(text);
+}
+
+// In a role: writes one line to the parent.
+inline bool report_line(const std::string& line) {
+  const int fd = role_report_fd();
+  const std::string text = line + "\n";
+  return fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+}
+
+}  // namespace e2e
