@@ -429,13 +429,8 @@ TEST(IwarpProcesses, ServerRole) {
     NDK_SGE rx = server.sge(i * 4096, 4096);
     ASSERT_EQ(server.qp->Dispatch->NdkReceive(server.qp, nullptr, &rx, 1), STATUS_SUCCESS);
   }
-  Offer offer{server.remote_token(), server.address(0), server.buffer.size()};
   Disconnects disconnects;
-  Waiter accepted;
-  ASSERT_EQ(accepted.wait(connector->Dispatch->NdkAccept(connector, server.qp, 4, 4, &offer, sizeof(offer),
-                                                         &Disconnects::on, &disconnects, &Waiter::on_request,
-                                                         &accepted)),
-            STATUS_SUCCESS);
+  ASSERT_NO_FATAL_FAILURE(accept_with_offer(server, connector, disconnects));
   // Echo each message back from where it landed (receives and the echoes' completions
   // share the CQ, in whatever order they come).
   for (int received = 0, echoed = 0; echoed < kEchoes;) {

@@ -9,7 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -21,14 +23,45 @@ extern char** environ;
 
 namespace e2e {
 
+// Lines from a file descriptor, each waited for with a bound.
+class LineReader {
+ public:
+  // The next line (without its newline), or "" when none came within `limit`.
+  std::string next(int fd, std::chrono::milliseconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      if (auto at = buffered_.find('\n'); at != std::string::npos) {
+        std::string line = buffered_.substr(0, at);
+        buffered_.erase(0, at + 1);
+        return line;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count()))) != 1) return "";
+      char chunk[256];
+      const ssize_t n = ::read(fd, chunk, sizeof chunk);
+      if (n <= 0) return "";
+      buffered_.append(chunk, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  std::string buffered_;
+};
+
 class Child {
  public:
   // Runs this binary with --gtest_filter=`role`, the current environment plus `env`
   // (NAME=value), and SOFTNDK_TEST_REPORT_FD naming the write end of the report pipe;
   // inside network namespace `netns` when it is not empty.
   Child(const std::string& role, std::vector<std::string> env, const std::string& netns = "") {
-    int fds[2];
+    int fds[2], control[2];
     if (pipe(fds) != 0) return;
+    if (pipe(control) != 0) {
+      ::close(fds[0]);
+      ::close(fds[1]);
+      return;
+    }
     // Everything is prepared before fork(): the child only execs (other threads of this
     // process may hold locks that malloc would wait for).
     const std::string self = std::filesystem::read_symlink("/proc/self/exe");
@@ -47,14 +80,19 @@ class Child {
     pid_ = fork();
     if (pid_ == 0) {
       ::close(fds[0]);
+      ::close(control[1]);
+      dup2(control[0], STDIN_FILENO);  // the parent's write_line() arrives here
       execve(argv[0], argv.data(), envp.data());
       _exit(127);
     }
     ::close(fds[1]);
+    ::close(control[0]);
     report_ = fds[0];
+    control_ = control[1];
   }
   ~Child() {
     if (report_ >= 0) ::close(report_);
+    if (control_ >= 0) ::close(control_);
     if (pid_ > 0 && !reaped_) {
       kill(pid_, SIGKILL);
       waitpid(pid_, &status_, 0);
@@ -68,22 +106,12 @@ class Child {
   bool signal(int number) const { return pid_ > 0 && !reaped_ && kill(pid_, number) == 0; }
 
   // The next line the child reported (without its newline), or "" when none came in time.
-  std::string read_line(std::chrono::milliseconds limit) {
-    const auto end = std::chrono::steady_clock::now() + limit;
-    for (;;) {
-      if (auto at = buffered_.find('\n'); at != std::string::npos) {
-        std::string line = buffered_.substr(0, at);
-        buffered_.erase(0, at + 1);
-        return line;
-      }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
-      pollfd p{report_, POLLIN, 0};
-      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) return "";
-      char chunk[256];
-      const ssize_t n = ::read(report_, chunk, sizeof chunk);
-      if (n <= 0) return "";
-      buffered_.append(chunk, static_cast<size_t>(n));
-    }
+  std::string read_line(std::chrono::milliseconds limit) { return reader_.next(report_, limit); }
+
+  // Sends one line to the child's standard input (role_read_line there).
+  bool write_line(const std::string& line) const {
+    const std::string text = line + "\n";
+    return control_ >= 0 && ::write(control_, text.data(), text.size()) == static_cast<ssize_t>(text.size());
   }
 
   // Waits for the child to exit; true with exit_status() set when it did in time.
@@ -102,15 +130,22 @@ class Child {
  private:
   pid_t pid_ = -1;
   int report_ = -1;
+  int control_ = -1;
   int status_ = -1;
   bool reaped_ = false;
-  std::string buffered_;
+  LineReader reader_;
 };
 
 // In a role: the report pipe the parent gave (or -1: not running as a role).
 inline int role_report_fd() {
   const char* text = std::getenv("SOFTNDK_TEST_REPORT_FD");
   return text == nullptr ? -1 : std::atoi(text);
+}
+
+// In a role: the next line the parent sent (Child::write_line), or "" after `limit`.
+inline std::string role_read_line(std::chrono::milliseconds limit) {
+  static LineReader reader;
+  return reader.next(STDIN_FILENO, limit);
 }
 
 // In a role: writes one line to the parent.

@@ -60,6 +60,17 @@ inline void listen_and_take_request(Side& side, const Host& host, SOFTNDK_COMPLE
   ASSERT_NE(connector, nullptr);
 }
 
+// Server: accepts (read limits 4 and 4) offering the side's whole region; its disconnect
+// event counts in `disconnects`.
+inline void accept_with_offer(Side& side, NDK_CONNECTOR* connector, Disconnects& disconnects) {
+  Offer offer{side.remote_token(), side.address(0), side.buffer.size()};
+  Waiter accepted;
+  ASSERT_EQ(accepted.wait(connector->Dispatch->NdkAccept(connector, side.qp, 4, 4, &offer, sizeof(offer),
+                                                         &Disconnects::on, &disconnects, &Waiter::on_request,
+                                                         &accepted)),
+            STATUS_SUCCESS);
+}
+
 // Client: connects `side` (open on `host`) to `destination`:`port` and completes the
 // connection; `offer` is what the server's accept carried.
 inline void connect_to_server(Side& side, const Host& host, const std::string& destination, uint16_t port,
