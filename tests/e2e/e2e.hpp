@@ -113,6 +113,7 @@ struct Side {
   std::vector<unsigned char> buffer;
   PMDL mdl = nullptr;
   NDK_ADAPTER_INFO info{};
+  ULONG cq_depth = 256;  // set before open()
 
   void open(ULONG ifindex, SOFTNDK_COMPLETION_MODE mode, ULONG mr_flags,
             SOFTNDK_FABRIC fabric = SOFTNDK_FABRIC_INPROC) {
@@ -121,14 +122,12 @@ struct Side {
     ULONG size = sizeof(info);
     ASSERT_EQ(adapter->Dispatch->NdkQueryAdapterInfo(adapter, &info, &size), STATUS_SUCCESS);
     cq = create<NDK_CQ>([&](auto cb, auto ctx, NDK_CQ** out) {
-      return adapter->Dispatch->NdkCreateCq(adapter, 256, no_cq_event, nullptr, nullptr, cb, ctx, out);
+      return adapter->Dispatch->NdkCreateCq(adapter, cq_depth, no_cq_event, nullptr, nullptr, cb, ctx, out);
     });
     ASSERT_NE(cq, nullptr);
     pd = create<NDK_PD>([&](auto cb, auto ctx, NDK_PD** out) { return adapter->Dispatch->NdkCreatePd(adapter, cb, ctx, out); });
     ASSERT_NE(pd, nullptr);
-    qp = create<NDK_QP>([&](auto cb, auto ctx, NDK_QP** out) {
-      return pd->Dispatch->NdkCreateQp(pd, cq, cq, this, 64, 64, 4, 4, 64, cb, ctx, out);
-    });
+    qp = new_qp(this, 64);
     ASSERT_NE(qp, nullptr);
     buffer.assign(1 << 20, 0);
     mdl = IoAllocateMdl(buffer.data(), static_cast<ULONG>(buffer.size()), FALSE, FALSE, nullptr);
@@ -138,6 +137,12 @@ struct Side {
     Waiter w;
     ASSERT_EQ(w.wait(mr->Dispatch->NdkRegisterMr(mr, mdl, buffer.size(), mr_flags, &Waiter::on_request, &w)),
               STATUS_SUCCESS);
+  }
+  // Another QP on the side's CQ and PD (receive and initiator depth `depth`), or null.
+  NDK_QP* new_qp(PVOID context, ULONG depth) {
+    return create<NDK_QP>([&](auto cb, auto ctx, NDK_QP** out) {
+      return pd->Dispatch->NdkCreateQp(pd, cq, cq, context, depth, depth, 4, 4, 64, cb, ctx, out);
+    });
   }
   NDK_SGE sge(size_t offset, ULONG length) const {
     NDK_SGE s{};

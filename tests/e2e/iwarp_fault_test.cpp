@@ -6,12 +6,17 @@
 // nothing hangs, posting stays bounded in time and memory while the peer stalls, and a new
 // connection works afterwards.
 #include <net/if.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <span>
+#include <algorithm>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -326,6 +331,157 @@ TEST(IwarpFaults, LinkCutBetweenTwoHostsIsDetectedWithinTheDeadPeerTime) {
   EXPECT_EQ(survivor.read_line(20s), "again ok");
   ASSERT_TRUE(survivor.wait(10s));
   EXPECT_EQ(survivor.exit_status(), 0);
+}
+
+// ------------------------------------------------------------- many connections --
+
+constexpr int kConnections = 256;
+constexpr ULONG kSlot = 2048;  // each connection's share of the server's region
+
+// Serves kConnections connections at once on one adapter (one QP each, one CQ): keeps 4
+// receives posted per QP and serves writes and reads, until every one disconnected.
+TEST(FaultPeer, ManyServer) {
+  if (role_report_fd() < 0) GTEST_SKIP() << "the peer of IwarpFaults.ManyConnections";
+  Side server;
+  server.cq_depth = 8 * kConnections;
+  Incoming incoming;
+  NDK_LISTENER* listener = nullptr;
+  NDK_CONNECTOR* first = nullptr;
+  ASSERT_NO_FATAL_FAILURE(
+      listen_and_take_request(server, role_host(), SOFTNDK_COMPLETION_PROVIDER_THREAD, listener, incoming, first));
+  std::vector<NDK_QP*> qps;
+  std::vector<NDK_CONNECTOR*> connectors;
+  std::vector<Disconnects> disconnects(kConnections);
+  auto receive = [&](uintptr_t index, uintptr_t slot) {
+    NDK_SGE rx = server.sge((index * 4 + slot) * 256, 256);
+    return qps[index]->Dispatch->NdkReceive(qps[index], reinterpret_cast<PVOID>(slot), &rx, 1);
+  };
+  for (uintptr_t i = 0; i < kConnections; ++i) {
+    NDK_CONNECTOR* connector = i == 0 ? first : incoming.next();
+    ASSERT_NE(connector, nullptr) << "connect request " << i;
+    connectors.push_back(connector);
+    qps.push_back(server.new_qp(reinterpret_cast<PVOID>(i), 8));
+    ASSERT_NE(qps.back(), nullptr);
+    for (uintptr_t slot = 0; slot < 4; ++slot) ASSERT_EQ(receive(i, slot), STATUS_SUCCESS);
+    ASSERT_NO_FATAL_FAILURE(accept_with_offer(server, connector, disconnects[i], qps.back()));
+  }
+  const auto connected = [&] {
+    return std::any_of(disconnects.begin(), disconnects.end(), [](const Disconnects& d) { return d.count == 0; });
+  };
+  for (const auto end = Clock::now() + 60s; connected() && Clock::now() < end;) {
+    NDK_RESULT_EX results[64];
+    const ULONG got = server.cq->Dispatch->NdkGetCqResultsEx(server.cq, results, 64);
+    for (ULONG k = 0; k < got; ++k) {
+      if (results[k].Status != STATUS_SUCCESS || results[k].Type != NdkOperationTypeReceive) continue;
+      ASSERT_EQ(receive(reinterpret_cast<uintptr_t>(results[k].QPContext),
+                        reinterpret_cast<uintptr_t>(results[k].RequestContext)),
+                STATUS_SUCCESS);
+    }
+    if (got == 0) std::this_thread::sleep_for(50us);
+  }
+  for (NDK_CONNECTOR*& c : connectors) close(c);
+  for (NDK_QP*& qp : qps) close(qp);
+  close(listener);
+  server.close_all();
+}
+
+// A raw TCP client to `port` that sends `bytes` and keeps the connection open.
+struct RawClient {
+  int fd = -1;
+  RawClient(uint16_t port, std::span<const uint8_t> bytes) {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    SOCKADDR_INET to = ipv4("127.0.0.1", port);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to.Ipv4)) != 0 ||
+        ::write(fd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  ~RawClient() {
+    if (fd >= 0) ::close(fd);
+  }
+  // Whether the server closed the connection within `limit`.
+  bool closed_by_peer(std::chrono::milliseconds limit) const {
+    for (const auto end = Clock::now() + limit; Clock::now() < end;) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 50) != 1) continue;
+      uint8_t sink[256];
+      if (::read(fd, sink, sizeof sink) <= 0) return true;
+    }
+    return false;
+  }
+};
+
+// 256 connections between two processes at once, next to two peers that misbehave: one
+// sends garbage instead of an MPA Request, one stalls halfway through its Request. The
+// server closes the first, and every one of the 256 moves verified data regardless.
+TEST(IwarpFaults, ManyConnectionsBetweenTwoProcessesWithMisbehavingPeersBeside) {
+  Child peer("FaultPeer.ManyServer", {});
+  const uint16_t port = port_of(peer);
+  ASSERT_NE(port, 0) << "the peer did not report its port";
+  const std::vector<uint8_t> garbage(64, 0x5A);
+  const uint8_t half_request[] = {'M', 'P', 'A', ' ', 'I', 'D', ' ', 'R', 'e', 'q'};
+  RawClient staller(port, half_request);
+  ASSERT_GE(staller.fd, 0);
+
+  Side client;
+  client.cq_depth = 8 * kConnections;
+  ASSERT_NO_FATAL_FAILURE(client.open(if_nametoindex("lo"), SOFTNDK_COMPLETION_INLINE, kRemoteAccess, SOFTNDK_FABRIC_TCP));
+  std::vector<NDK_QP*> qps;
+  std::vector<NDK_CONNECTOR*> connectors(kConnections, nullptr);
+  std::vector<Disconnects> disconnects(kConnections);
+  Offer offer{};
+  for (uintptr_t i = 0; i < kConnections; ++i) {
+    qps.push_back(client.new_qp(reinterpret_cast<PVOID>(i), 8));
+    ASSERT_NE(qps.back(), nullptr);
+    ASSERT_NO_FATAL_FAILURE(
+        connect_to_server(client, Host{}, "127.0.0.1", port, connectors[i], offer, &disconnects[i], qps.back()));
+  }
+  RawClient garbler(port, garbage);
+  ASSERT_GE(garbler.fd, 0);
+  // Each connection: a write of its pattern into its slot of the server's region, a read
+  // of it back, and a send; three rounds, every byte of every read checked.
+  for (int round = 0; round < 3; ++round) {
+    for (uintptr_t i = 0; i < kConnections; ++i) {
+      unsigned char* out = client.buffer.data() + i * kSlot;
+      for (ULONG k = 0; k < kSlot; ++k) out[k] = static_cast<unsigned char>(k * 7 + i * 31 + round);
+      std::memset(client.buffer.data() + 512 * 1024 + i * kSlot, 0, kSlot);
+      NDK_SGE w = client.sge(i * kSlot, kSlot), r = client.sge(512 * 1024 + i * kSlot, kSlot), m = client.sge(i * kSlot, 200);
+      const UINT64 remote = offer.address + 256 * 1024 + i * kSlot;
+      ASSERT_EQ(qps[i]->Dispatch->NdkWrite(qps[i], nullptr, &w, 1, remote, offer.token, 0), STATUS_SUCCESS);
+      ASSERT_EQ(qps[i]->Dispatch->NdkRead(qps[i], nullptr, &r, 1, remote, offer.token, 0), STATUS_SUCCESS);
+      ASSERT_EQ(qps[i]->Dispatch->NdkSend(qps[i], nullptr, &m, 1, 0), STATUS_SUCCESS);
+    }
+    std::vector<int> done(kConnections, 0);
+    size_t total = 0;
+    for (const auto end = Clock::now() + 20s; total < 3u * kConnections && Clock::now() < end;) {
+      NDK_RESULT_EX results[64];
+      const ULONG got = client.cq->Dispatch->NdkGetCqResultsEx(client.cq, results, 64);
+      for (ULONG k = 0; k < got; ++k) {
+        ASSERT_EQ(results[k].Status, STATUS_SUCCESS) << "round " << round;
+        ++done[reinterpret_cast<uintptr_t>(results[k].QPContext)];
+      }
+      total += got;
+    }
+    ASSERT_EQ(total, 3u * kConnections) << "round " << round << ": completions missing";
+    for (uintptr_t i = 0; i < kConnections; ++i) {
+      ASSERT_EQ(done[i], 3) << "connection " << i;
+      ASSERT_EQ(std::memcmp(client.buffer.data() + 512 * 1024 + i * kSlot, client.buffer.data() + i * kSlot, kSlot), 0)
+          << "connection " << i << ", round " << round;
+    }
+  }
+  EXPECT_TRUE(garbler.closed_by_peer(5s)) << "the server kept a connection that sent garbage";
+  for (const Disconnects& d : disconnects) EXPECT_EQ(d.count, 0);
+  for (uintptr_t i = 0; i < kConnections; ++i) {
+    Waiter disconnected;
+    ASSERT_EQ(disconnected.wait(connectors[i]->Dispatch->NdkDisconnect(connectors[i], &Waiter::on_request, &disconnected)),
+              STATUS_SUCCESS);
+    close(connectors[i]);
+    close(qps[i]);
+  }
+  client.close_all();
+  ASSERT_TRUE(peer.wait(30s)) << "the server did not finish";
+  EXPECT_EQ(peer.exit_status(), 0);
 }
 
 TEST(IwarpFaults, StaleNamespacesOfAKilledRunAreRemoved) {

@@ -62,10 +62,13 @@ inline void listen_and_take_request(Side& side, const Host& host, SOFTNDK_COMPLE
 
 // Server: accepts (read limits 4 and 4) offering the side's whole region; its disconnect
 // event counts in `disconnects`.
-inline void accept_with_offer(Side& side, NDK_CONNECTOR* connector, Disconnects& disconnects) {
+// `qp` (default: the side's) takes the connection.
+inline void accept_with_offer(Side& side, NDK_CONNECTOR* connector, Disconnects& disconnects,
+                              NDK_QP* qp = nullptr) {
   Offer offer{side.remote_token(), side.address(0), side.buffer.size()};
   Waiter accepted;
-  ASSERT_EQ(accepted.wait(connector->Dispatch->NdkAccept(connector, side.qp, 4, 4, &offer, sizeof(offer),
+  ASSERT_EQ(accepted.wait(connector->Dispatch->NdkAccept(connector, qp != nullptr ? qp : side.qp, 4, 4, &offer,
+                                                         sizeof(offer),
                                                          &Disconnects::on, &disconnects, &Waiter::on_request,
                                                          &accepted)),
             STATUS_SUCCESS);
@@ -73,16 +76,19 @@ inline void accept_with_offer(Side& side, NDK_CONNECTOR* connector, Disconnects&
 
 // Client: connects `side` (open on `host`) to `destination`:`port` and completes the
 // connection; `offer` is what the server's accept carried.
+// `qp` (default: the side's) makes the connection.
 inline void connect_to_server(Side& side, const Host& host, const std::string& destination, uint16_t port,
-                              NDK_CONNECTOR*& connector, Offer& offer, Disconnects* disconnects = nullptr) {
+                              NDK_CONNECTOR*& connector, Offer& offer, Disconnects* disconnects = nullptr,
+                              NDK_QP* qp = nullptr) {
   NDK_ADAPTER* a = side.adapter;
+  if (qp == nullptr) qp = side.qp;
   connector = create<NDK_CONNECTOR>([&](auto cb, auto ctx, NDK_CONNECTOR** out) {
     return a->Dispatch->NdkCreateConnector(a, cb, ctx, out);
   });
   ASSERT_NE(connector, nullptr);
   SOCKADDR_INET source = ipv4(host.address.c_str(), 0), to = ipv4(destination.c_str(), port);
   Waiter connected;
-  ASSERT_EQ(connected.wait(connector->Dispatch->NdkConnect(connector, side.qp, reinterpret_cast<PSOCKADDR>(&source),
+  ASSERT_EQ(connected.wait(connector->Dispatch->NdkConnect(connector, qp, reinterpret_cast<PSOCKADDR>(&source),
                                                            length_of(source), reinterpret_cast<PSOCKADDR>(&to),
                                                            length_of(to), 4, 4, nullptr, 0, &Waiter::on_request,
                                                            &connected)),
