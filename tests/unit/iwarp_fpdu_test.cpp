@@ -287,6 +287,30 @@ TEST(IwarpFpdu, MsnAdvancesPerMessage) {
   EXPECT_EQ(p.fpdus(), 3u);
 }
 
+TEST(IwarpFpdu, AMessageStartsOnce) {
+  // A zero-length segment without L, then the rest of the message: both at MO 0, and only
+  // the first starts the message (a receiver takes one posted receive for it). Found by
+  // fuzz_fpdu (tests/fuzz/regressions/fpdu/zero_length_segment_then_more.bin).
+  const TxMessage m = message(Opcode::kSend, {});
+  Bytes stream = encode({false, 1460}, m);
+  stream[2] &= static_cast<uint8_t>(~ddp_flag::kLast);
+  Bytes data = pattern(10, 7);
+  const iovec one{data.data(), data.size()};
+  const Bytes rest = encode({false, 1460}, message(Opcode::kSend, {&one, 1}));
+  stream.insert(stream.end(), rest.begin(), rest.end());
+  for (const auto& pieces : {whole(stream.size()), bytewise(stream.size())}) {
+    FpduParser p;
+    RecordingSink sink;
+    EXPECT_EQ(feed(p, sink, stream, pieces), stream.size());
+    ASSERT_FALSE(p.failed()) << p.error().reason;
+    ASSERT_EQ(sink.segments.size(), 2u);
+    EXPECT_TRUE(sink.segments[0].first);
+    EXPECT_FALSE(sink.segments[1].first);
+    ASSERT_EQ(sink.messages.size(), 1u);
+    EXPECT_EQ(sink.messages[0].data, data);
+  }
+}
+
 // ---- Malformed streams and their Terminate codes ----
 
 struct Outcome {

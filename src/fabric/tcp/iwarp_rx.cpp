@@ -152,7 +152,9 @@ bool FpduParser::check_headers() {
   segment_.msn = d.msn.get();
   segment_.mo = d.mo.get();
   segment_.invalidate_stag = info.invalidate ? d.rsvd_ulp.get() : 0;
-  segment_.first = segment_.mo == 0;
+  // A message starts when none is open on its queue, not at MO 0: a zero-length segment
+  // without L leaves the next one at MO 0 too, and a sink must not start the message twice.
+  segment_.first = true;
   if (segment_.qn != info.queue) {
     fail(term::kDdpUntaggedInvalidQn, "queue number does not match the opcode", true);
     return false;
@@ -191,6 +193,7 @@ bool FpduParser::check_headers() {
       fail(term::kRdmapUnexpectedOpcode, "untagged message changes opcode", true);
       return false;
     }
+    segment_.first = !q.open;
   }
   if (info.body == Body::kReadRequest) {
     const ReadRequest& r = segment_.read_request =

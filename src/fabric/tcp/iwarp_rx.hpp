@@ -22,7 +22,7 @@ struct Segment {
   Opcode opcode = Opcode::kSend;
   bool tagged = false;
   bool last = false;            // L: the last segment of its message
-  bool first = false;           // the first segment of its message
+  bool first = false;           // the first segment of its message (none was open on its queue)
   uint16_t ulpdu_length = 0;    // the DDP segment's length (MPA ULPDU_Length)
   uint32_t payload_length = 0;  // bytes after the headers (a Terminate's: decoded into terminate)
   // Tagged (Write, Read Response)
