@@ -153,6 +153,7 @@ NTSTATUS TcpConnection::request(ULONG inbound_limit, ULONG outbound_limit,
   std::lock_guard lock(mutex_);
   if (local_.family() != remote_.family()) return STATUS_NETWORK_UNREACHABLE;
   own_inbound_ = inbound_limit;
+  ird_ = inbound_limit;
   own_outbound_ = outbound_limit;
   own_private_data_.assign(private_data.begin(), private_data.end());
   MpaFrame& f = request_frame_;
@@ -223,6 +224,7 @@ void TcpConnection::accept(QpEndpoint* qp, ULONG inbound_limit, ULONG outbound_l
     if (phase_ != Phase::kRequested) return;  // the peer went away: it learns nothing more
     qp_.store(qp, std::memory_order_release);
     const uint16_t ird = static_cast<uint16_t>(std::min<ULONG>(inbound_limit, 0x3fff));
+    ird_ = ird;
     // Our ORD never exceeds the initiator's IRD (RFC 6581; the NDK's R177 too).
     ULONG outbound = request_frame_.enhanced ? std::min<ULONG>(outbound_limit, request_frame_.v2.ird)
                                              : outbound_limit;
@@ -950,16 +952,27 @@ Verdict TcpConnection::begin_segment(const Segment& s) {
       return kAccept;
     case Opcode::kRdmaReadResponse: {
       std::lock_guard lock(mutex_);
-      if (reads_.empty() || reads_.front().sink_stag != s.stag)
+      // Only the oldest read on the wire may be answered (reads_ also holds those that ORD
+      // or a fence still keeps back).
+      if (reads_in_flight_ == 0 || reads_.empty() || reads_.front().sink_stag != s.stag)
         return term::kDdpTaggedInvalidStag;  // nobody asked for it
       const PendingRead& read = reads_.front();
-      if (s.to + s.payload_length > read.length) return term::kDdpTaggedBaseOrBounds;
+      // In order and within the sink (written so that nothing wraps); the last segment
+      // must complete it.
+      if (s.to != read.received || s.payload_length > read.length - s.to ||
+          (s.last && s.to + s.payload_length != read.length))
+        return term::kDdpTaggedBaseOrBounds;
       return kAccept;
     }
-    case Opcode::kRdmaReadRequest:
+    case Opcode::kRdmaReadRequest: {
+      // At most our IRD of the peer's reads wait for their responses (a peer beyond it
+      // would make us queue without bound); the RTR always fits.
+      std::lock_guard lock(mutex_);
+      if (responses_.size() >= std::max<ULONG>(1, ird_)) return term::kRdmapCatastrophicStream;
       if (s.read_request.rdma_read_message_size == 0) return kAccept;  // RTR or empty read
       if (awaiting_rtr) return term::kRdmapUnexpectedOpcode;
       return kAccept;  // checked at its end, once its CRC holds
+    }
     case Opcode::kTerminate:
       return kAccept;
     default:  // the Sends
@@ -1025,6 +1038,7 @@ Verdict TcpConnection::end_segment(const Segment& s) {
     case Opcode::kRdmaReadResponse:
       if (s.last) {
         std::lock_guard lock(mutex_);
+        if (reads_.empty()) return kAccept;  // flushed meanwhile (the connection is ending)
         PendingRead& read = reads_.front();
         confirm_locked(read.covers);
         if (read.request != kNoRequest) finish_request_locked(read.request, STATUS_SUCCESS);

@@ -220,6 +220,7 @@ class TcpConnection final : public Connection,
   bool rtr_expected_ = false;  // passive: peer-to-peer agreed
   uint8_t rtr_ = 0;            // the RTR type agreed
   uint32_t ord_ = 1;           // reads of ours allowed in flight (R178)
+  ULONG ird_ = 1;              // the peer's reads we serve at once (our inbound limit)
 
   // Transmit.
   TxOptions tx_options_;
