@@ -498,7 +498,7 @@ TEST_F(IwarpHostile, SecondSegmentOfAWritePastTheEndStopsAtTheEnd) {
   expect_still_serving();
 }
 
-TEST_F(IwarpHostile, WriteWithoutRemoteWriteTerminatesWithAccessRights) {
+TEST_F(IwarpHostile, R134_WriteWithoutRemoteWriteTerminatesWithAccessRights) {
   ASSERT_NO_FATAL_FAILURE(establish_attack());
   attack(write_fpdu(read_only_.token, read_only_.address(), 64, 0xEE));
   expect_terminated(term::kRdmapAccessRights, STATUS_ACCESS_VIOLATION);
@@ -506,7 +506,7 @@ TEST_F(IwarpHostile, WriteWithoutRemoteWriteTerminatesWithAccessRights) {
   expect_still_serving();
 }
 
-TEST_F(IwarpHostile, ReadWithoutRemoteReadTerminatesWithAccessRights) {
+TEST_F(IwarpHostile, R134_ReadWithoutRemoteReadTerminatesWithAccessRights) {
   ASSERT_NO_FATAL_FAILURE(establish_attack());
   attack(read_request_fpdu(1, write_only_.token, write_only_.address(), 64));
   expect_terminated(term::kRdmapAccessRights, STATUS_ACCESS_VIOLATION);
