@@ -3,124 +3,15 @@
 // codecs), which counts the RDMA Read Requests it holds unanswered: five reads posted at
 // once with an ORD of 2 put exactly two on the wire; each response lets exactly one more go,
 // and the reads complete in order with the bytes the responder sent.
-#include <arpa/inet.h>
 #include <net/if.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <deque>
-#include <optional>
 
 #include "e2e.hpp"
-#include "fabric/tcp/iwarp_mpa.hpp"
-#include "fabric/tcp/iwarp_rx.hpp"
-#include "fabric/tcp/iwarp_tx.hpp"
+#include "raw_peer.hpp"
 
 namespace {
 
 using namespace e2e;
-using namespace softndk::fabric::tcp;
-
-// The responder: accepts one connection, answers the MPA Request with IRD 2 (so the
-// initiator's ORD is 2), and records the Read Requests that arrive.
-class RawResponder : private FpduSink {
- public:
-  RawResponder() {
-    listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::listen(listener_, 1);
-    socklen_t length = sizeof a;
-    getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &length);
-    port_ = ntohs(a.sin_port);
-  }
-  ~RawResponder() {
-    if (fd_ >= 0) ::close(fd_);
-    ::close(listener_);
-  }
-  uint16_t port() const { return port_; }
-
-  // Accepts, reads the Request, sends the Reply (bounded waits).
-  bool handshake() {
-    pollfd p{listener_, POLLIN, 0};
-    if (::poll(&p, 1, 5000) != 1) return false;
-    fd_ = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
-    MpaFrameParser request(MpaFrameType::kRequest);
-    while (!request.finished()) {
-      uint8_t byte;  // one at a time: nothing past the frame is consumed here
-      if (!read_some(&byte, 1)) return false;
-      request.feed({&byte, 1});
-    }
-    if (request.state() != MpaFrameParser::State::kComplete) return false;
-    MpaFrame reply = mpa_reply_for(request.frame(), false, /*ird=*/2, /*ord=*/2, {});
-    std::vector<uint8_t> bytes(mpa_frame_size(reply));
-    encode_mpa_frame(reply, bytes);
-    crc_ = mpa_crc_negotiated(request.frame(), reply);
-    parser_.emplace(FpduParser::Options{.crc = crc_});
-    return ::write(fd_, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
-  }
-
-  // Reads FPDUs for `ms` (or until `count` Read Requests are held); the number held.
-  size_t wait_requests(size_t count, int ms) {
-    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-    while (held_.size() < count && std::chrono::steady_clock::now() < end) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 10) != 1) continue;
-      uint8_t buffer[4096];
-      ssize_t n = ::read(fd_, buffer, sizeof buffer);
-      if (n <= 0) break;
-      parser_->feed({buffer, static_cast<size_t>(n)}, *this);
-      if (parser_->failed()) break;
-    }
-    return held_.size();
-  }
-
-  // Answers the oldest Read Request held with `length` bytes of `fill`.
-  bool answer(uint8_t fill) {
-    const ReadRequest r = held_.front();
-    held_.pop_front();
-    std::vector<uint8_t> data(r.rdma_read_message_size, fill);
-    iovec v{data.data(), data.size()};
-    TxMessage m;
-    m.opcode = Opcode::kRdmaReadResponse;
-    m.stag = r.data_sink_stag;
-    m.to = r.data_sink_to;
-    m.payload = {&v, 1};
-    TxOptions o{.crc = crc_, .max_fpdu = 1460};
-    std::vector<uint8_t> bytes(encoded_size(o, m));
-    encode_message(o, m, bytes);
-    return ::write(fd_, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
-  }
-  size_t total_requests() const { return total_; }
-
- private:
-  bool read_some(uint8_t* p, size_t n) {
-    pollfd pf{fd_, POLLIN, 0};
-    return ::poll(&pf, 1, 5000) == 1 && ::read(fd_, p, n) == static_cast<ssize_t>(n);
-  }
-  Verdict begin_segment(const Segment&) override { return kAccept; }
-  Verdict payload(const Segment&, uint32_t, std::span<const uint8_t>) override { return kAccept; }
-  Verdict end_segment(const Segment& s) override {
-    // The RTR (a zero-length write) and zero-length reads are not the consumer's.
-    if (s.opcode == Opcode::kRdmaReadRequest && s.read_request.rdma_read_message_size > 0) {
-      held_.push_back(s.read_request);
-      ++total_;
-    }
-    return kAccept;
-  }
-
-  int listener_ = -1;
-  int fd_ = -1;
-  uint16_t port_ = 0;
-  bool crc_ = false;
-  std::optional<FpduParser> parser_;
-  std::deque<ReadRequest> held_;
-  size_t total_ = 0;
-};
+using raw_peer::RawResponder;
 
 // One side of SoftNDK on loopback, connected to the raw responder (ORD 2).
 class IwarpOrd : public ::testing::Test {

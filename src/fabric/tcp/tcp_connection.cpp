@@ -27,9 +27,29 @@ TerminateInfo terminate_with(const TerminateCode& code) {
   return t;
 }
 
-// A resolve_tagged failure as RFC 5040 names it.
-TerminateCode code_of_tagged(NTSTATUS status) {
-  return status == STATUS_REMOTE_RESOURCES ? term::kRdmapBaseOrBounds : term::kRdmapInvalidStag;
+// A tagged access the QP refused (`status`, with every lock of that attempt released), as
+// the RFCs name it. The target of a Write or Read Response is DDP's tagged buffer (RFC 5041
+// Tagged Buffer Errors: invalid STag, base or bounds, as siw answers); the source of a Read
+// Request is RDMAP's (RFC 5040 Remote Protection Errors). A valid STag that lacks the right
+// (found by asking again without it) is RDMAP's access rights violation either way: DDP
+// has no code for it.
+TerminateCode code_of_tagged(QpEndpoint& qp, NTSTATUS status, uint32_t stag, uint64_t to,
+                             uint64_t length, bool sink, ExtentList& scratch) {
+  if (status == STATUS_REMOTE_RESOURCES) return sink ? term::kDdpTaggedBaseOrBounds : term::kRdmapBaseOrBounds;
+  AccessGuard guard;
+  scratch.clear();
+  const NTSTATUS without_rights = qp.resolve_tagged(stag, to, length, /*need=*/0, scratch, guard);
+  scratch.clear();
+  if (NT_SUCCESS(without_rights) || without_rights == STATUS_REMOTE_RESOURCES) return term::kRdmapAccessRights;
+  return sink ? term::kDdpTaggedInvalidStag : term::kRdmapInvalidStag;
+}
+
+// A receive taken by a message the stream ended in the middle of (an error, a FIN):
+// the QP's flush no longer holds it, so it completes here, flushed, before the others.
+void abandon_receive(QpEndpoint* qp, const PostedReceive& receive, bool& have) {
+  if (!have) return;
+  have = false;
+  if (qp != nullptr) (void)qp->finish_receive(receive, STATUS_CANCELLED, 0, false, false, 0);
 }
 
 // Small messages go out at once; a peer that stops answering (killed host, cut link: no
@@ -879,6 +899,7 @@ void TcpConnection::on_mpa_frame() {
 void TcpConnection::on_rx_error() {
   const RxError& error = parser_->error();
   const NTSTATUS status = status_of_terminate(error.terminate.code);
+  abandon_receive(qp(), rx_receive_, rx_have_receive_);
   if (error.send_terminate) {
     fail_connection(error.terminate, status);
     return;
@@ -893,6 +914,10 @@ void TcpConnection::on_rx_error() {
 }
 
 void TcpConnection::on_eof(int error) {
+  // A FIN inside an FPDU or a message is no graceful end: the stream was cut.
+  if (error == 0 && (rx_have_receive_ || (parser_ && !parser_->at_boundary() && !parser_->failed())))
+    error = ECONNABORTED;
+  abandon_receive(qp(), rx_receive_, rx_have_receive_);
   Phase phase;
   {
     std::lock_guard lock(mutex_);
@@ -947,7 +972,8 @@ Verdict TcpConnection::begin_segment(const Segment& s) {
         ExtentList& target = *rx_extents_;
         target.clear();
         NTSTATUS status = qp->resolve_tagged(s.stag, s.to, s.payload_length, kNeedRemoteWrite, target, guard);
-        if (!NT_SUCCESS(status)) return code_of_tagged(status);
+        guard.release();
+        if (!NT_SUCCESS(status)) return code_of_tagged(*qp, status, s.stag, s.to, s.payload_length, true, target);
       }
       return kAccept;
     case Opcode::kRdmaReadResponse: {
@@ -996,7 +1022,10 @@ Verdict TcpConnection::payload(const Segment& s, uint32_t offset, std::span<cons
       ExtentList& target = *rx_extents_;
       target.clear();
       NTSTATUS status = qp()->resolve_tagged(s.stag, s.to + offset, bytes.size(), kNeedRemoteWrite, target, guard);
-      if (!NT_SUCCESS(status)) return code_of_tagged(status);  // deregistered meanwhile
+      if (!NT_SUCCESS(status)) {  // deregistered meanwhile
+        guard.release();
+        return code_of_tagged(*qp(), status, s.stag, s.to + offset, bytes.size(), true, target);
+      }
       copy_to_extents(target, 0, bytes);  // the only copy of these bytes after the socket's
       return kAccept;
     }
@@ -1058,7 +1087,10 @@ Verdict TcpConnection::end_segment(const Segment& s) {
           source.clear();
           NTSTATUS status = qp()->resolve_tagged(r.data_source_stag, r.data_source_to,
                                                 r.rdma_read_message_size, kNeedRemoteRead, source, guard);
-          if (!NT_SUCCESS(status)) return code_of_tagged(status);
+          guard.release();
+          if (!NT_SUCCESS(status))
+            return code_of_tagged(*qp(), status, r.data_source_stag, r.data_source_to,
+                                  r.rdma_read_message_size, false, source);
         }
         if (phase_ == Phase::kAwaitRtr) {
           phase_ = Phase::kEstablished;
