@@ -553,7 +553,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"default", "inline", "caller-thread", "provider-thread", "mixed"}))
       ->capture_default_str()
       ->group(g_how);
-  app.add_flag("-6,--ipv6", ipv6, "Connect over IPv6 (in-process: 2001:db8::/32; tcp: ::1) instead of IPv4")
+  app.add_flag("-6,--ipv6", ipv6, "IPv6 instead of IPv4 (in-process: 2001:db8::/32; tcp: ::1; --server: listen on ::1 unless --bind)")
       ->group(g_how);
 
   auto* g_out = "Output (default: a table)";

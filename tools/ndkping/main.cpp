@@ -655,7 +655,7 @@ int main(int argc, char** argv) {
       ->type_name("SECONDS")
       ->check(CLI::Range(0.001, 3600.0))
       ->capture_default_str();
-  app.add_flag("-6,--ipv6", ipv6, "Connect over IPv6 (in-process: 2001:db8::/32; tcp: ::1) instead of IPv4");
+  app.add_flag("-6,--ipv6", ipv6, "IPv6 instead of IPv4 (in-process: 2001:db8::/32; tcp: ::1; --server: listen on ::1 unless --bind)");
   app.add_option("-m,--mode", mode,
                  "Completion mode of creates, connects and closes (default: the completion_mode tunable, "
                  "SOFTNDK_COMPLETION_MODE)")
