@@ -151,7 +151,11 @@ int main() {
   // Many pairs in a row: addresses are reused once their hosts are gone.
   for (int i = 0; i < 300; ++i) {
     try {
-      perf::Pair pair(perf::PairOptions{.area_size = 4096, .queue_depth = 4, .inline_data = 64});
+      perf::PairOptions options;
+      options.area_size = 4096;
+      options.queue_depth = 4;
+      options.inline_data = 64;
+      perf::Pair pair(options);
     } catch (const std::exception& e) {
       expect(false, std::string("pair #") + std::to_string(i) + ": " + e.what());
       break;

@@ -1,11 +1,14 @@
 #include "perf/engine.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "perf/clock.hpp"
 
@@ -80,14 +83,71 @@ __attribute__((format(printf, 1, 2))) std::string text(const char* fmt, ...) {
 
 // Every run draws fresh message ids, so data left by an earlier run never verifies.
 std::atomic<uint64_t> g_run_counter{1};
+// Runs of Sessions, numbered: a credit record of an earlier run never counts.
+std::atomic<uint64_t> g_remote_runs{0};
+constexpr uint64_t kCreditKey = 0x6E646B7065726621ull;
+constexpr auto kControlTimeout = std::chrono::seconds(10);
+
+// What a run drives: two endpoints, both local (a Pair) or one local and the other the
+// view of a peer process's endpoint (a Session, with its control messages).
+struct Link {
+  Endpoint& client;
+  Endpoint& server;
+  ULONG queue_depth;
+  const std::atomic<int>& disconnects;
+  Session* session = nullptr;
+};
+
+// Params in a control message and back.
+Control encode_run(const Params& p, uint64_t base, uint64_t run) {
+  Control c;
+  c.kind = Control::kRun;
+  c.arg[0] = static_cast<uint64_t>(p.operation) | static_cast<uint64_t>(p.mode) << 8 | uint64_t{p.verify} << 16;
+  c.arg[1] = p.size;
+  c.arg[2] = p.iterations;
+  c.arg[3] = p.warmup;
+  c.arg[4] = p.queue_depth | uint64_t{p.sge_count} << 32;
+  c.arg[5] = p.flags;
+  c.arg[6] = base;
+  c.arg[7] = run;
+  return c;
+}
+
+Params decode_run(const Control& c) {
+  Params p;
+  p.operation = static_cast<Operation>(c.arg[0] & 0xFF);
+  p.mode = static_cast<Mode>((c.arg[0] >> 8) & 0xFF);
+  p.verify = (c.arg[0] >> 16 & 1) != 0;
+  p.size = c.arg[1];
+  p.iterations = c.arg[2];
+  p.warmup = c.arg[3];
+  p.queue_depth = static_cast<ULONG>(c.arg[4] & 0xFFFFFFFF);
+  p.sge_count = static_cast<ULONG>(c.arg[4] >> 32);
+  p.flags = static_cast<ULONG>(c.arg[5]);
+  p.samples = false;
+  return p;
+}
 
 class Engine {
  public:
-  Engine(Pair& pair, const Params& params, Result& result)
-      : p_(params), r_(result), pair_(pair), client_(pair.client()), server_(pair.server()) {}
+  Engine(const Link& link, const Params& params, Result& result)
+      : p_(params), r_(result), link_(link), client_(link.client), server_(link.server),
+        local_client_(!link.client.remote), local_server_(!link.server.remote) {}
 
+  // The client's side of a run (both sides when both endpoints are local).
   void execute() {
     if (!prepare()) return;
+    if (link_.session != nullptr && !begin_remote()) return;
+    run_phases();
+    if (link_.session != nullptr && (r_.ok() || r_.cancelled())) end_remote();
+  }
+
+  // The server process's side of the run `request` asked for; false when the session
+  // cannot go on (the Result says why).
+  bool serve(const Control& request);
+
+ private:
+  void run_phases() {
     if (p_.warmup > 0 && !phase(p_.warmup, false)) return;
     if (stopped_) {
       fail(STATUS_CANCELLED, "stopped during the warm-up, nothing measured");
@@ -101,15 +161,39 @@ class Engine {
                                   static_cast<unsigned long long>(p_.iterations)));
   }
 
- private:
   bool prepare();
   bool phase(uint64_t n, bool measured);
   bool one_sided_latency(uint64_t n, bool measured);
   bool one_sided_bandwidth(uint64_t n, bool measured);
   bool send_latency(uint64_t n, bool measured);
   bool send_bandwidth(uint64_t n, bool measured);
-  bool leg(Endpoint& from, Endpoint& to, uint64_t index, uint64_t n, uint64_t id);
+  bool send_half(Endpoint& from, uint64_t index, uint64_t n, uint64_t id);
+  bool receive_half(Endpoint& to, uint64_t index, uint64_t n, uint64_t id);
+  bool leg(Endpoint& from, Endpoint& to, uint64_t index, uint64_t n, uint64_t id) {
+    return send_half(from, index, n, id) && receive_half(to, index, n, id);
+  }
+  bool repost(Endpoint& to, uint64_t next, uint64_t n);
   void summarise();
+
+  // Two processes, the client: the run's start and end.
+  bool begin_remote();
+  void end_remote();
+  bool exchange(const Control& question, Control& answer, const char* what);
+  void read_credits() {
+    auto* words = reinterpret_cast<uint64_t*>(client_.control() + kCreditOffset);
+    uint64_t run = std::atomic_ref<uint64_t>(words[0]).load(std::memory_order_acquire);
+    uint64_t count = std::atomic_ref<uint64_t>(words[1]).load(std::memory_order_acquire);
+    uint64_t check = std::atomic_ref<uint64_t>(words[2]).load(std::memory_order_acquire);
+    if (run == run_number_ && check == (count ^ run ^ kCreditKey)) credits_ = std::max(credits_, count);
+  }
+  // Two processes, the server.
+  bool serve_send_latency(uint64_t n, uint64_t base);
+  bool serve_send_bandwidth(uint64_t n, uint64_t base);
+  bool is_end(const NDK_RESULT& r);
+  bool write_credits(bool final);
+  bool finish_serving();
+  bool reply(uint32_t kind, NTSTATUS status, uint64_t messages, const std::string& why);
+  uint64_t server_credits() const { return posted_receives_ + (ctl_posted_ ? 1 : 0); }
 
   // Every 256 iterations: publishes `done` (of this phase) and tells whether to stop.
   bool checkpoint(uint64_t done) {
@@ -128,7 +212,16 @@ class Engine {
     if (r_.ok()) {
       r_.status = status;
       r_.error = std::string(to_string(p_.operation)) + " " + to_string(p_.mode) + ": " + what;
-      if (pair_.disconnects() > 0) r_.error += " (the connection was terminated)";
+      // Between processes a failure of the connection is usually the peer going away, whose
+      // disconnect event may follow the failure by a moment.
+      const bool connection = status == STATUS_CONNECTION_INVALID || status == STATUS_CONNECTION_ABORTED ||
+                              status == STATUS_CONNECTION_RESET || status == STATUS_CONNECTION_DISCONNECTED;
+      for (int i = 0; link_.session != nullptr && connection && i < 40 && link_.disconnects.load() == 0; ++i)
+        usleep(5000);
+      if (link_.disconnects.load() > 0)
+        r_.error += link_.session == nullptr ? " (the connection was terminated)"
+                    : serving_             ? " (the client disconnected)"
+                                           : " (the server disconnected)";
     }
     return false;
   }
@@ -140,8 +233,10 @@ class Engine {
   // A completion must succeed and be the one expected next (requests complete in order).
   bool check(const NDK_RESULT& r, const char* what, uint64_t expected) {
     unsigned long long index = index_of(r);
+    // A request flushed by the end of the connection is no stop of the run (Result::cancelled).
     if (r.Status != STATUS_SUCCESS)
-      return fail(r.Status, text("%s #%llu completed with %s", what, index, status_text(r.Status).c_str()));
+      return fail(r.Status == STATUS_CANCELLED ? STATUS_CONNECTION_ABORTED : r.Status,
+                  text("%s #%llu completed with %s", what, index, status_text(r.Status).c_str()));
     if (index != expected)
       return fail(STATUS_INTERNAL_ERROR, text("%s #%llu completed where #%llu was expected", what, index,
                                               static_cast<unsigned long long>(expected)));
@@ -195,6 +290,9 @@ class Engine {
   bool post_receive(Endpoint& to, uint64_t i) {
     NDK_SGE s[kMaxSge];
     ULONG n = sges(to, to.in() + offset(i), s);
+    // A server process's receive may take the client's control message that ends the
+    // run early: room for it (past the slot if need be, the control page follows).
+    if (serving_ && p_.size < Control::kBytes) s[n - 1].Length += static_cast<ULONG>(Control::kBytes - p_.size);
     NTSTATUS status = to.qp->Dispatch->NdkReceive(to.qp, context_of(i), s, n);
     return status == STATUS_SUCCESS || fail_post(status, "receive", i);
   }
@@ -207,8 +305,13 @@ class Engine {
         idle_ = 0;
         return got;
       }
-      if (stalled()) {
-        fail(STATUS_IO_TIMEOUT, text("no %s completion within 5 s", what));
+      if (serving_ && (idle_ & 1023) == 1023 && p_.stop != nullptr && p_.stop->load()) {
+        fail(STATUS_CANCELLED, "stopped");
+        return 0;
+      }
+      if (peer_gone() || stalled()) {
+        fail(r_.ok() && peer_gone() ? STATUS_CONNECTION_DISCONNECTED : STATUS_IO_TIMEOUT,
+             peer_gone() ? text("waiting for a %s completion", what) : text("no %s completion within 5 s", what));
         return 0;
       }
     }
@@ -239,6 +342,11 @@ class Engine {
     }
   }
 
+  // Two processes: the peer went away (looked at every 1024 idle spins).
+  bool peer_gone() const {
+    return link_.session != nullptr && (idle_ & 1023) == 0 && link_.disconnects.load() > 0;
+  }
+
   // Called on each idle spin: true once nothing happened for kStall. Reads the clock only
   // every 1024 spins.
   bool stalled() {
@@ -251,9 +359,21 @@ class Engine {
 
   const Params p_;
   Result& r_;
-  Pair& pair_;
+  const Link link_;
   Endpoint& client_;
   Endpoint& server_;
+  const bool local_client_, local_server_;
+  // Two processes.
+  bool serving_ = false;         // this is the server process's side
+  uint64_t run_number_ = 0;
+  uint64_t credits_ = 0;         // receives the server has posted in this run (data, then control)
+  uint64_t stream_sent_ = 0;     // client: messages sent in the phases before this one
+  uint64_t posted_receives_ = 0, taken_ = 0;  // server: data receives posted and taken
+  bool ctl_posted_ = false;      // server: the control receive behind the data ones is posted
+  bool end_in_data_ = false;     // server: the END took a data receive
+  std::optional<Control> end_;   // server: the client's END
+  uint64_t credits_written_ = 0; // server: the last count written to the client
+  bool credit_write_out_ = false;
   bool silent_ = false;
   ULONG flags_ = 0;
   ULONG window_ = 1;   // outstanding requests (bandwidth) and signal period (SILENT)
@@ -283,11 +403,16 @@ bool Engine::prepare() {
   constexpr uint64_t kMaxSamples = uint64_t{1} << 26;  // 512 MiB of timestamps
   if (p_.mode == Mode::kLatency && p_.samples && p_.iterations > kMaxSamples)
     return fail(STATUS_INVALID_PARAMETER, "too many iterations to keep a sample of each: turn samples off");
-  if (p_.queue_depth == 0 || p_.queue_depth > pair_.options().queue_depth)
+  if (p_.queue_depth == 0 || p_.queue_depth > link_.queue_depth)
     return fail(STATUS_INVALID_PARAMETER,
                 text("queue_depth %lu: must be 1 .. the Pair's %lu", static_cast<unsigned long>(p_.queue_depth),
-                     static_cast<unsigned long>(pair_.options().queue_depth)));
+                     static_cast<unsigned long>(link_.queue_depth)));
+  if (p_.verify && p_.operation != Operation::kSend && (client_.remote || server_.remote))
+    return fail(STATUS_NOT_SUPPORTED, "verifying writes and reads needs both endpoints in one process (between "
+                                      "processes, sends are verified by their receivers)");
   const ULONG max_sge = std::min({client_.max_sge, server_.max_sge, kMaxSge});
+  if (p_.operation != Operation::kSend && p_.operation != Operation::kWrite && p_.operation != Operation::kRead)
+    return fail(STATUS_INVALID_PARAMETER, "unknown operation");
   if (p_.sge_count == 0 || p_.sge_count > max_sge)
     return fail(STATUS_INVALID_PARAMETER, text("sge_count %lu: must be 1 .. the Pair's %lu",
                                                static_cast<unsigned long>(p_.sge_count),
@@ -319,7 +444,7 @@ bool Engine::prepare() {
   stride_ = (p_.size + 63) / 64 * 64;
   slots_ = p_.verify ? std::clamp<size_t>(area / stride_, 1, p_.queue_depth) : 1;
   window_ = static_cast<ULONG>(std::min<size_t>(p_.queue_depth, p_.verify ? slots_ : p_.queue_depth));
-  next_id_ = g_run_counter.fetch_add(1) << 40;
+  if (!serving_) next_id_ = g_run_counter.fetch_add(1) << 40;
   if (p_.mode == Mode::kLatency && p_.samples) samples_.assign(p_.iterations, 0);
   r_.timer_ns = timer_overhead_ns();
   (void)ns_per_tick();  // calibrate now, not inside the measured loop
@@ -411,8 +536,9 @@ bool Engine::one_sided_bandwidth(uint64_t n, bool measured) {
   return true;
 }
 
-// One message of a ping-pong: `from` sends message `index`, `to` takes it and reposts.
-bool Engine::leg(Endpoint& from, Endpoint& to, uint64_t index, uint64_t n, uint64_t id) {
+// One message of a ping-pong, the sending half: `from` sends message `index` (and reaps
+// the send's completion when it is signalled).
+bool Engine::send_half(Endpoint& from, uint64_t index, uint64_t n, uint64_t id) {
   uint8_t* data = from.out() + offset(index);
   if (p_.verify) fill(data, p_.size, id);
   const bool signal = signalled(index, n);
@@ -420,20 +546,46 @@ bool Engine::leg(Endpoint& from, Endpoint& to, uint64_t index, uint64_t n, uint6
   ULONG count = sges(from, data, s);
   NTSTATUS status = from.qp->Dispatch->NdkSend(from.qp, context_of(index), s, count, flags(signal));
   if (status != STATUS_SUCCESS) return fail_post(status, "send", index);
-  if (signal && (poll(from.send_cq, 1, "send") == 0 || !check(results_[0], "send", index))) return false;
-  if (poll(to.recv_cq, 1, "receive") == 0 || !check(results_[0], "receive", index)) return false;
+  return !signal || (poll(from.send_cq, 1, "send") != 0 && check(results_[0], "send", index));
+}
+
+// The receiving half: `to` takes message `index`, checks it and reposts for the next.
+bool Engine::receive_half(Endpoint& to, uint64_t index, uint64_t n, uint64_t id) {
+  if (poll(to.recv_cq, 1, "receive") == 0) return false;
+  if (serving_ && (is_end(results_[0]) || !r_.ok())) return false;
+  if (!check(results_[0], "receive", index)) return false;
   if (results_[0].BytesTransferred != p_.size)
     return fail(STATUS_DATA_ERROR, text("receive #%llu: %lu bytes, not %zu", static_cast<unsigned long long>(index),
                                         static_cast<unsigned long>(results_[0].BytesTransferred), p_.size));
   if (p_.verify && !verify_at(to.in() + offset(index), id, index)) return false;
-  return index + 1 == n || post_receive(to, index + 1);
+  if (serving_) ++taken_;
+  return repost(to, index + 1, n);
+}
+
+// Posts receive `next` of `n` (none past the last). A server process posts its control
+// receive right behind the last one, before the client can have anything more to say.
+bool Engine::repost(Endpoint& to, uint64_t next, uint64_t n) {
+  if (next >= n) return true;
+  if (!post_receive(to, next)) return false;
+  if (!serving_) return true;
+  ++posted_receives_;
+  if (next + 1 == n) {
+    try {
+      link_.session->post_control_receive();
+    } catch (const Error& e) {
+      return fail(e.status(), e.what());
+    }
+    ctl_posted_ = true;
+  }
+  return true;
 }
 
 bool Engine::send_latency(uint64_t n, bool measured) {
   const uint64_t base = next_id_;
   next_id_ += 2 * n;
   // One receive on each side, reposted as it is consumed: none is left over at the end.
-  if (!post_receive(server_, 0) || !post_receive(client_, 0)) return false;
+  // (A server process posted its first one when the run began.)
+  if ((local_server_ && !post_receive(server_, 0)) || !post_receive(client_, 0)) return false;
   const bool sample = measured && !samples_.empty();
   const Ticks start = now();
   Ticks previous = start;
@@ -441,8 +593,12 @@ bool Engine::send_latency(uint64_t n, bool measured) {
     // After a stop this round trip is the last: it consumes the receives posted for it
     // and posts none.
     if ((i & kCheckpointMask) == 0 && checkpoint(i)) n = i + 1;
-    if (!leg(client_, server_, i, n, base + 2 * i)) return false;      // ping
-    if (!leg(server_, client_, i, n, base + 2 * i + 1)) return false;  // pong
+    if (local_server_) {
+      if (!leg(client_, server_, i, n, base + 2 * i)) return false;      // ping
+      if (!leg(server_, client_, i, n, base + 2 * i + 1)) return false;  // pong
+    } else if (!send_half(client_, i, n, base + 2 * i) || !receive_half(client_, i, n, base + 2 * i + 1)) {
+      return false;  // the server process takes the ping and sends the pong
+    }
     if (sample) {
       Ticks t = now();
       samples_[i] = t - previous;  // a round trip; halved in summarise()
@@ -460,14 +616,22 @@ bool Engine::send_bandwidth(uint64_t n, bool measured) {
   uint64_t posted = 0, done = 0;          // sends
   uint64_t received = 0, receives = 0;    // receives taken, posted
   // Receives for the first window, then one more per receive taken while any are due.
-  while (receives < n && receives < window_)
-    if (!post_receive(server_, receives++)) return false;
+  // Between processes the server posts them and says how far it got (credits_).
+  if (local_server_) {
+    while (receives < n && receives < window_)
+      if (!post_receive(server_, receives++)) return false;
+  } else {
+    received = n;  // not seen here
+  }
   const Ticks start = now();
   while (done < n || received < n) {
     bool progress = false;
-    while (posted < n && posted - done < window_ && posted < receives) {
-      // After a stop: sends only for the receives already posted (none is left over).
-      if ((posted & kCheckpointMask) == 0 && checkpoint(received)) n = receives;
+    if (!local_server_ && posted < n && stream_sent_ + posted >= credits_) read_credits();
+    while (posted < n && posted - done < window_ && (local_server_ ? posted < receives : stream_sent_ + posted < credits_)) {
+      // After a stop: sends only for the receives already posted (none is left over);
+      // between processes, one more (the server learns of the stop from the client).
+      if ((posted & kCheckpointMask) == 0 && checkpoint(local_server_ ? received : done))
+        n = local_server_ ? receives : posted + 1;
       uint8_t* data = client_.out() + offset(posted);
       if (p_.verify) fill(data, p_.size, base + posted);
       NDK_SGE s[kMaxSge];
@@ -485,7 +649,8 @@ bool Engine::send_bandwidth(uint64_t n, bool measured) {
       if (!check(results_[k], "send", expected)) return false;
       done = index + 1;
     }
-    ULONG taken = server_.recv_cq->Dispatch->NdkGetCqResults(server_.recv_cq, results_, kPollBatch);
+    ULONG taken =
+        local_server_ ? server_.recv_cq->Dispatch->NdkGetCqResults(server_.recv_cq, results_, kPollBatch) : 0;
     for (ULONG k = 0; k < taken; ++k) {
       if (!check(results_[k], "receive", received)) return false;
       if (results_[k].BytesTransferred != p_.size)
@@ -498,6 +663,9 @@ bool Engine::send_bandwidth(uint64_t n, bool measured) {
     }
     if (got != 0 || taken != 0 || progress) {
       idle_ = 0;
+    } else if (peer_gone()) {
+      return fail(STATUS_CONNECTION_DISCONNECTED, text("after %llu of %llu sends", static_cast<unsigned long long>(done),
+                                                       static_cast<unsigned long long>(n)));
     } else if (stalled()) {
       return fail(STATUS_IO_TIMEOUT, text("stalled for 5 s with %llu of %llu sends and %llu receives completed",
                                           static_cast<unsigned long long>(done), static_cast<unsigned long long>(n),
@@ -506,6 +674,7 @@ bool Engine::send_bandwidth(uint64_t n, bool measured) {
   }
   if (measured) elapsed_ = now() - start;
   finished(n, measured);
+  stream_sent_ += n;
   return true;
 }
 
@@ -540,11 +709,317 @@ void Engine::summarise() {
   r_.latency.p99_ns = static_cast<double>(*p99) * scale;
 }
 
+// ---- two processes: the client -------------------------------------------------------------
+
+bool Engine::exchange(const Control& question, Control& answer, const char* what) {
+  Session& session = *link_.session;
+  try {
+    session.post_control_receive();
+    session.send_control(question, kControlTimeout);
+    switch (session.wait_control(answer, kControlTimeout, nullptr)) {
+      case Session::Wait::kDone: break;
+      case Session::Wait::kDisconnected: return fail(STATUS_CONNECTION_DISCONNECTED, text("%s: the server disconnected", what));
+      default: return fail(STATUS_IO_TIMEOUT, text("%s: the server did not answer within 10 s", what));
+    }
+  } catch (const Error& e) {
+    return fail(e.status(), text("%s: %s", what, e.what()));
+  }
+  if (answer.kind == Control::kError)
+    return fail(static_cast<NTSTATUS>(answer.arg[0]), text("%s: the server says: %s", what, answer.text.c_str()));
+  return true;
+}
+
+bool Engine::begin_remote() {
+  run_number_ = g_remote_runs.fetch_add(1) + 1;
+  auto* words = reinterpret_cast<uint64_t*>(client_.control() + kCreditOffset);
+  for (int k = 0; k < 3; ++k) std::atomic_ref<uint64_t>(words[k]).store(0, std::memory_order_relaxed);
+  Control ready;
+  if (!exchange(encode_run(p_, next_id_, run_number_), ready, "starting the run")) return false;
+  if (ready.kind != Control::kReady) return fail(STATUS_DATA_ERROR, "starting the run: the server's answer is not READY");
+  credits_ = ready.arg[0];
+  return true;
+}
+
+void Engine::end_remote() {
+  // The END must find a receive: after sends, wait until the server has one posted beyond
+  // what was sent (it always will: the next data receive or its control receive).
+  if (p_.operation == Operation::kSend && p_.mode == Mode::kBandwidth) {
+    idle_ = 0;
+    for (read_credits(); credits_ <= stream_sent_; read_credits()) {
+      if (peer_gone()) {
+        fail(STATUS_CONNECTION_DISCONNECTED, "ending the run: the server disconnected");
+        return;
+      }
+      if (stalled()) {
+        fail(STATUS_IO_TIMEOUT, "ending the run: the server posted no receive within 5 s");
+        return;
+      }
+    }
+  }
+  Control end, done;
+  end.kind = Control::kEnd;
+  end.arg[0] = stream_sent_;
+  end.arg[1] = stopped_;
+  if (!exchange(end, done, "ending the run")) return;
+  if (done.kind != Control::kDone) {
+    fail(STATUS_DATA_ERROR, "ending the run: the server's answer is not DONE");
+  } else if (static_cast<NTSTATUS>(done.arg[0]) != STATUS_SUCCESS && static_cast<NTSTATUS>(done.arg[0]) != STATUS_CANCELLED) {
+    r_.status = STATUS_SUCCESS;  // the server's failure is the run's
+    r_.error.clear();
+    fail(static_cast<NTSTATUS>(done.arg[0]), "the server: " + done.text);
+  }
+}
+
+// ---- two processes: the server -------------------------------------------------------------
+
+// A receive completion that is the client's END (in the control receive, or in a data
+// receive after the client stopped early); it ends the server's part.
+bool Engine::is_end(const NDK_RESULT& r) {
+  if (r.Status != STATUS_SUCCESS) return false;
+  std::optional<Control> c;
+  if (r.RequestContext == control_context()) {
+    c = Control::decode(server_.control() + kControlReceiveOffset, r.BytesTransferred);
+    if (!c) return fail(STATUS_DATA_ERROR, "the control receive took something else");
+    ctl_posted_ = false;
+  } else if (r.BytesTransferred == Control::kBytes) {
+    c = Control::decode(server_.in() + offset(index_of(r)), r.BytesTransferred);
+    if (!c) return false;  // data (of this size, or of the wrong size: check() says so)
+    end_in_data_ = true;
+    ++taken_;
+  } else {
+    return false;
+  }
+  if (c->kind != Control::kEnd) return fail(STATUS_DATA_ERROR, "a control message other than END during the run");
+  end_ = c;
+  return true;
+}
+
+// Tells the client how many receives are posted: an RDMA write of (run, count, check)
+// into its control page, one at a time (its source stays untouched until it completed).
+bool Engine::write_credits(bool final) {
+  while (credit_write_out_) {
+    ULONG got = server_.send_cq->Dispatch->NdkGetCqResults(server_.send_cq, results_, 1);
+    if (got == 0) {
+      if (!final) return true;
+      if (peer_gone()) return fail(STATUS_CONNECTION_DISCONNECTED, "writing credits");
+      if (stalled()) return fail(STATUS_IO_TIMEOUT, "a credit write did not complete within 5 s");
+      continue;
+    }
+    if (results_[0].Status != STATUS_SUCCESS)
+      return fail(results_[0].Status, text("a credit write completed with %s", status_text(results_[0].Status).c_str()));
+    credit_write_out_ = false;
+    idle_ = 0;
+  }
+  const uint64_t count = server_credits();
+  if (count == credits_written_) return true;
+  auto* words = reinterpret_cast<uint64_t*>(server_.control() + kCreditSourceOffset);
+  words[0] = run_number_;
+  words[1] = count;
+  words[2] = count ^ run_number_ ^ kCreditKey;
+  NDK_SGE sge = server_.sge(server_.control() + kCreditSourceOffset, 24);
+  NTSTATUS status = server_.qp->Dispatch->NdkWrite(server_.qp, nullptr, &sge, 1, address_of(client_.control() + kCreditOffset),
+                                                   client_.remote_token, 0);
+  if (status != STATUS_SUCCESS) return fail_post(status, "credit write", count);
+  credit_write_out_ = true;
+  credits_written_ = count;
+  return !final || write_credits(true);
+}
+
+bool Engine::serve_send_latency(uint64_t n, uint64_t base) {
+  for (uint64_t k = 0; k < n; ++k) {
+    if (!receive_half(server_, k, n, base + 2 * k)) return end_.has_value() && r_.ok();
+    if (!send_half(server_, k, n, base + 2 * k + 1)) return false;
+  }
+  return true;
+}
+
+bool Engine::serve_send_bandwidth(uint64_t n, uint64_t base) {
+  uint64_t receives = posted_receives_;  // the first window, posted before READY
+  while (taken_ < n && !end_) {
+    ULONG got = server_.recv_cq->Dispatch->NdkGetCqResults(server_.recv_cq, results_, kPollBatch);
+    for (ULONG k = 0; k < got && !end_; ++k) {
+      const NDK_RESULT& r = results_[k];
+      if (is_end(r)) break;
+      if (!r_.ok()) return false;
+      if (!check(r, "receive", taken_)) return false;
+      if (r.BytesTransferred != p_.size)
+        return fail(STATUS_DATA_ERROR, text("receive #%llu: %lu bytes, not %zu", static_cast<unsigned long long>(taken_),
+                                            static_cast<unsigned long>(r.BytesTransferred), p_.size));
+      if (p_.verify && !verify_at(server_.in() + offset(taken_), base + taken_, taken_)) return false;
+      ++taken_;
+      if (receives < n && !repost(server_, receives++, n)) return false;
+    }
+    if (!write_credits(false)) return false;
+    if (got != 0) {
+      idle_ = 0;
+    } else if ((idle_ & 1023) == 1023 && p_.stop != nullptr && p_.stop->load()) {
+      return fail(STATUS_CANCELLED, "stopped");
+    } else if (peer_gone()) {
+      return fail(STATUS_CONNECTION_DISCONNECTED, text("after %llu of %llu receives", static_cast<unsigned long long>(taken_),
+                                                       static_cast<unsigned long long>(n)));
+    } else if (stalled()) {
+      return fail(STATUS_IO_TIMEOUT, text("stalled for 5 s with %llu of %llu receives taken",
+                                          static_cast<unsigned long long>(taken_), static_cast<unsigned long long>(n)));
+    }
+  }
+  return r_.ok() && write_credits(true);
+}
+
+bool Engine::serve(const Control& request) {
+  serving_ = true;
+  run_number_ = request.arg[7];
+  const uint64_t base = request.arg[6];
+  Session& session = *link_.session;
+  // A run the client may not ask for: the session goes on.
+  if (!prepare()) return reply(Control::kError, r_.status, 0, r_.error);
+  const uint64_t n = p_.warmup + p_.iterations;
+  // The first receives, before the client may send anything.
+  if (p_.operation == Operation::kSend) {
+    const uint64_t first = p_.mode == Mode::kLatency ? 1 : std::min<uint64_t>(n, window_);
+    for (uint64_t j = 0; j < first; ++j)
+      if (!repost(server_, j, n)) return false;
+  } else {
+    try {
+      session.post_control_receive();
+    } catch (const Error& e) {
+      return fail(e.status(), e.what());
+    }
+    ctl_posted_ = true;
+  }
+  credits_written_ = server_credits();
+  Control ready;
+  ready.kind = Control::kReady;
+  ready.arg[0] = server_credits();
+  try {
+    session.send_control(ready, kControlTimeout);
+  } catch (const Error& e) {
+    return fail(e.status(), e.what());
+  }
+  // A failure is the verdict (r_); the run still ends with the client's END if it comes.
+  if (p_.operation == Operation::kSend && p_.mode == Mode::kLatency) serve_send_latency(n, base);
+  if (p_.operation == Operation::kSend && p_.mode == Mode::kBandwidth) serve_send_bandwidth(n, base);
+  r_.messages = taken_ - (end_in_data_ ? 1 : 0);
+  r_.iterations = p_.operation == Operation::kSend && p_.mode == Mode::kLatency ? r_.messages : 0;
+  r_.bytes = r_.messages * p_.size;
+  return finish_serving();
+}
+
+// After the server's part: the client's END (waited for if it has not come yet), the
+// receives it no longer needs flushed, and the verdict.
+bool Engine::finish_serving() {
+  Session& session = *link_.session;
+  if (!end_) {
+    Control c;
+    // A data-path failure usually ended the connection; otherwise the client ends the run.
+    Session::Wait w;
+    try {
+      w = session.wait_control(c, std::chrono::milliseconds(0), p_.stop);
+    } catch (const Error& e) {
+      return fail(e.status(), e.what());
+    }
+    if (w == Session::Wait::kDisconnected) return fail(STATUS_CONNECTION_DISCONNECTED, "the client disconnected during the run");
+    if (w != Session::Wait::kDone) return fail(STATUS_CANCELLED, "stopped during the run");
+    if (c.kind != Control::kEnd) return fail(STATUS_DATA_ERROR, "the client sent something other than END");
+    ctl_posted_ = false;
+    end_ = c;
+  }
+  const NTSTATUS verdict = r_.status;
+  const std::string why = r_.error;
+  if (end_->arg[1] != 0 && r_.ok()) {
+    r_.status = STATUS_CANCELLED;
+    r_.error = "the client stopped early";
+  }
+  // Receives posted for messages that will not come (the client stopped early).
+  uint64_t left = posted_receives_ - std::min(posted_receives_, taken_) + (ctl_posted_ ? 1 : 0);
+  if (left > 0) {
+    server_.qp->Dispatch->NdkFlush(server_.qp);
+    idle_ = 0;
+    while (left > 0) {
+      ULONG got = server_.recv_cq->Dispatch->NdkGetCqResults(server_.recv_cq, results_, kPollBatch);
+      left -= std::min<uint64_t>(left, got);
+      if (got == 0 && stalled()) return fail(STATUS_IO_TIMEOUT, "flushing the receives left over");
+    }
+  }
+  ctl_posted_ = false;
+  return reply(Control::kDone, verdict, r_.messages, why);
+}
+
+// The server's answer, behind a control receive for the client's next message.
+bool Engine::reply(uint32_t kind, NTSTATUS status, uint64_t messages, const std::string& why) {
+  Control answer;
+  answer.kind = kind;
+  answer.arg[0] = static_cast<uint64_t>(static_cast<uint32_t>(status));
+  answer.arg[1] = messages;
+  answer.text = why;
+  try {
+    link_.session->post_control_receive();
+    link_.session->send_control(answer, kControlTimeout);
+  } catch (const Error& e) {
+    return fail(e.status(), e.what());
+  }
+  return true;
+}
+
 }  // namespace
+
+Result run(Session& session, const Params& params) {
+  Result result;
+  Link link{session.local(), session.peer(), session.queue_depth(), session.disconnect_count(), &session};
+  Engine(link, params, result).execute();
+  return result;
+}
+
+Served serve(Session& session, const std::atomic<bool>* stop, RunObserver on_run, void* context) {
+  Served served;
+  for (;;) {
+    Control request;
+    Session::Wait w;
+    try {
+      w = session.wait_control(request, std::chrono::milliseconds(0), stop);
+    } catch (const Error& e) {
+      served.status = e.status();
+      served.error = e.what();
+      return served;
+    }
+    if (w == Session::Wait::kStopped) {
+      served.status = STATUS_CANCELLED;
+      served.error = "stopped";
+      return served;
+    }
+    if (w == Session::Wait::kDisconnected) {
+      served.status = STATUS_CONNECTION_DISCONNECTED;
+      served.error = "the client disconnected without saying goodbye";
+      return served;
+    }
+    if (request.kind == Control::kBye) {
+      // The client disconnects once its goodbye completed; leaving first would cancel it.
+      for (int i = 0; i < 400 && session.disconnects() == 0; ++i) usleep(5000);
+      return served;
+    }
+    if (request.kind != Control::kRun) {
+      served.status = STATUS_DATA_ERROR;
+      served.error = "the client sent an unexpected control message";
+      return served;
+    }
+    Params params = decode_run(request);
+    params.stop = stop;
+    Result result;
+    Link link{session.peer(), session.local(), session.queue_depth(), session.disconnect_count(), &session};
+    const bool going_on = Engine(link, params, result).serve(request);
+    ++served.runs;
+    if (on_run != nullptr) on_run(context, params, result);
+    if (!going_on) {
+      served.status = result.status;
+      served.error = std::string(to_string(params.operation)) + " " + to_string(params.mode) + ": " + result.error;
+      return served;
+    }
+  }
+}
 
 Result run(Pair& pair, const Params& params) {
   Result result;
-  Engine(pair, params, result).execute();
+  Link link{pair.client(), pair.server(), pair.options().queue_depth, pair.disconnect_count()};
+  Engine(link, params, result).execute();
   return result;
 }
 

@@ -18,6 +18,21 @@
 // ones before it; their latency samples are the post alone.
 // The measured loop allocates nothing and makes no system call.
 //
+// Two processes (src/perf/session.hpp; the iWARP fabric): the client process runs the
+// same iterations on its side while the server process plays the server's part
+// (serve()), so every figure means what it means in one process. Before each run the
+// client sends the run's parameters in a control message and waits until the server is
+// ready (its first receives posted); after it, it says so and waits for the server's
+// verdict. The server's part: nothing for writes and reads (its memory is the target);
+// for send latency, take each ping, repost, send the pong; for send bandwidth, take and
+// repost, and tell the client by an RDMA write into its control page how many receives
+// it has posted so far (iWARP has no receiver-not-ready retry: a send without a posted
+// receive ends the connection), so sends still go out only against posted receives. The
+// warm-up and the measured iterations are one stream of messages to the server.
+// --verify between processes: the receiver of each send checks it (the server reports
+// what it found); writes and reads, whose targets and sources the other process owns,
+// cannot be verified.
+//
 // For tools: `sge_count` splits each message (and each receive) into that many adjacent
 // SGEs; `stop` ends a run early (a signal handler's flag) and `progress` shows how far it
 // got. Both are looked at every 256 iterations only.
@@ -29,6 +44,7 @@
 #include <vector>
 
 #include "perf/pair.hpp"
+#include "perf/session.hpp"
 
 namespace softndk::perf {
 
@@ -93,5 +109,20 @@ struct Result {
 // Runs warmup then the measured iterations. Never throws for a run-time failure: the
 // Result says what went wrong (a failed run may leave the Pair's connection broken).
 Result run(Pair& pair, const Params& params);
+// The same, as the client of a Session, with the server process running serve().
+Result run(Session& session, const Params& params);
+
+// The server process's side of a Session: takes the client's runs one after the other
+// until it says goodbye (ok), disconnects, *stop is set or a run fails. `on_run` is called
+// after each run with its parameters and the server's part of it (messages it took).
+struct Served {
+  NTSTATUS status = STATUS_SUCCESS;
+  std::string error;
+  uint64_t runs = 0;
+  bool ok() const { return status == STATUS_SUCCESS; }
+};
+using RunObserver = void (*)(void* context, const Params& params, const Result& result);
+Served serve(Session& session, const std::atomic<bool>* stop, RunObserver on_run = nullptr,
+             void* context = nullptr);
 
 }  // namespace softndk::perf

@@ -10,6 +10,16 @@
   check_tools.py interrupt --signal INT|TERM (--after RE | --delay S) [--rc N] [--stdout RE]... -- CMD...
       starts CMD, waits until RE appears in its stdout (or S seconds), sends the signal,
       checks the exit; with --json in CMD, the JSON must say it was interrupted
+  check_tools.py two [checks] -- TOOL [server arguments] -- [client arguments]
+      two processes: starts TOOL --server --port 0 [server arguments], reads the address it
+      prints ("listening on ADDR:PORT"), runs TOOL [client arguments] with {server} replaced
+      by that address, then waits for the server to end. Checks: --rc/--stdout/--stderr/
+      --one-line-error (client), --server-rc/--server-stdout/--server-stderr, --ndkperf-json N
+      or --ndkperf-csv N (the client's output holds N results). --no-server: nothing listens
+      ({server} is a free port); --silent-listener: a plain TCP socket listens and never
+      answers; --kill-server-after RE: SIGKILL the server once RE is in the client's stdout;
+      --signal-client-after RE: SIGINT the client once RE is in its stdout. Every process
+      started is killed when the check ends, passed or not.
   check_tools.py plot OUT.svg|OUT.png -- CMD...
       with gnuplot installed: CMD --plot OUT succeeds and OUT is a well-formed chart;
       without it (and always with an empty PATH): CMD --plot OUT fails naming gnuplot-nox.
@@ -23,6 +33,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -92,6 +103,119 @@ def check_ndkinfo(doc):
         fail("tunables incomplete")
 
 
+def check_ndkperf_json(text, runs):
+    doc = json.loads(text)
+    for key in ("config", "clock", "results", "complete", "interrupted"):
+        if key not in doc:
+            fail(f"no '{key}'")
+    if not doc["complete"] or doc["error"] is not None:
+        fail("run not complete")
+    check_ndkperf_records(doc["results"], runs)
+    return doc
+
+
+def check_ndkperf_csv(text, runs):
+    rows = list(csv.DictReader(io.StringIO(text)))
+    for r in rows:
+        if r["mode"] == "latency":
+            r["latency_ns"] = {k: float(r[k + "_ns"]) for k in ("min", "median", "p99", "max")}
+    check_ndkperf_records(rows, runs)
+
+
+def kill(proc):
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+class Reader:
+    """Collects a process's stdout without blocking."""
+
+    def __init__(self, proc):
+        self.proc, self.seen = proc, b""
+        os.set_blocking(proc.stdout.fileno(), False)
+
+    def poll(self, wait=0.05):
+        select.select([self.proc.stdout], [], [], wait)
+        chunk = self.proc.stdout.read()
+        if chunk:
+            self.seen += chunk
+        return self.seen.decode(errors="replace")
+
+    def rest(self):
+        while True:
+            chunk = self.proc.stdout.read()
+            if not chunk:
+                break
+            self.seen += chunk
+        return self.seen.decode(errors="replace")
+
+
+def two(a, tool, server_args, client_args):
+    """Server and client as two processes; see the module's doc."""
+    server = listener = client = None
+    try:
+        if a.no_server or a.silent_listener:
+            listener = socket.socket(socket.AF_INET)
+            listener.bind(("127.0.0.1", 0))
+            address = f"127.0.0.1:{listener.getsockname()[1]}"
+            if a.silent_listener:
+                listener.listen()
+            else:
+                listener.close()  # nothing listens there now
+                listener = None
+        else:
+            cmd = [tool, "--server", "--port", "0"] + server_args
+            print("$ " + " ".join(cmd) + " &")
+            server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, deadline = Reader(server), time.time() + 10
+            while not (m := re.search(r"listening on (\S+)", out.poll())):
+                if time.time() > deadline or server.poll() is not None:
+                    fail(f"the server did not say where it listens: {out.rest()!r}")
+            address = m.group(1)
+        cmd = [tool] + [x.replace("{server}", address) for x in client_args]
+        print("$ " + " ".join(cmd))
+        client = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        watch = a.kill_server_after or a.signal_client_after
+        cout = Reader(client)
+        if watch:
+            deadline = time.time() + TIMEOUT
+            while re.search(watch, cout.poll(), re.M) is None:
+                if time.time() > deadline or client.poll() is not None:
+                    fail(f"the client ended (or never printed /{watch}/): {cout.rest()!r}")
+            time.sleep(0.3)
+            if a.kill_server_after:
+                server.kill()
+            else:
+                client.send_signal(signal.SIGINT)
+        try:
+            client.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            fail(f"the client is still running after {TIMEOUT} s")
+        c = subprocess.CompletedProcess(cmd, client.returncode, cout.rest(), client.stderr.read().decode())
+        print(f"client exit {c.returncode}\n{c.stdout}\n[client stderr]\n{c.stderr}")
+        s = None
+        if server is not None:
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                fail("the server is still running 15 s after its client ended")
+            s = subprocess.CompletedProcess([], server.returncode, out.rest(), server.stderr.read().decode())
+            print(f"server exit {s.returncode}\n{s.stdout}\n[server stderr]\n{s.stderr}")
+        check_common(c, 0 if a.rc is None else a.rc, a.stdout, a.stderr, a.one_line_error)
+        if s is not None and a.server_rc != "any":
+            check_common(s, int(a.server_rc), a.server_stdout, a.server_stderr)
+        if a.ndkperf_json is not None:
+            check_ndkperf_json(c.stdout, a.ndkperf_json)
+        if a.ndkperf_csv is not None:
+            check_ndkperf_csv(c.stdout, a.ndkperf_csv)
+    finally:
+        kill(client)
+        kill(server)
+        if listener is not None:
+            listener.close()
+
+
 def check_ndkperf_records(records, runs, statuses=("ok",)):
     if runs is not None and len(records) != runs:
         fail(f"{len(records)} results, expected {runs}")
@@ -118,6 +242,15 @@ def main():
     ap.add_argument("--signal", default="INT")
     ap.add_argument("--after")
     ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--server-rc", default="0")
+    ap.add_argument("--server-stdout", action="append", default=[])
+    ap.add_argument("--server-stderr", action="append", default=[])
+    ap.add_argument("--ndkperf-json", type=int)
+    ap.add_argument("--ndkperf-csv", type=int)
+    ap.add_argument("--no-server", action="store_true")
+    ap.add_argument("--silent-listener", action="store_true")
+    ap.add_argument("--kill-server-after")
+    ap.add_argument("--signal-client-after")
     argv = sys.argv[1:]
     if "--" not in argv:
         fail("no command (it follows --)")
@@ -127,7 +260,12 @@ def main():
     if not cmd:
         fail("no command")
 
-    if a.what == "run":
+    if a.what == "two":
+        if "--" not in cmd[1:]:
+            fail("two: TOOL [server arguments] -- [client arguments]")
+        split = cmd.index("--", 1)
+        two(a, cmd[0], cmd[1:split], cmd[split + 1:])
+    elif a.what == "run":
         p = run(cmd)
         check_common(p, 0 if a.rc is None else a.rc, a.stdout, a.stderr, a.one_line_error)
     elif a.what == "ndkinfo-json":
@@ -137,21 +275,11 @@ def main():
     elif a.what == "ndkperf-json":
         p = run(cmd)
         check_common(p, 0 if a.rc is None else a.rc, [], [])
-        doc = json.loads(p.stdout)
-        for key in ("config", "clock", "results", "complete", "interrupted"):
-            if key not in doc:
-                fail(f"no '{key}'")
-        if not doc["complete"] or doc["error"] is not None:
-            fail("run not complete")
-        check_ndkperf_records(doc["results"], a.runs)
+        check_ndkperf_json(p.stdout, a.runs)
     elif a.what == "ndkperf-csv":
         p = run(cmd)
         check_common(p, 0, [], [])
-        rows = list(csv.DictReader(io.StringIO(p.stdout)))
-        for r in rows:
-            if r["mode"] == "latency":
-                r["latency_ns"] = {k: float(r[k + "_ns"]) for k in ("min", "median", "p99", "max")}
-        check_ndkperf_records(rows, a.runs)
+        check_ndkperf_csv(p.stdout, a.runs)
     elif a.what == "interrupt":
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         print("$ " + " ".join(cmd))

@@ -8,14 +8,17 @@
 //              initiator sees); send: a ping-pong, reported as half the round trip.
 //   bandwidth  queue-depth requests kept outstanding, completions reaped and reposted.
 //
-// Both endpoints run in this process, driven by one thread (pinned with --cpu): on two
-// hosts of the in-process fabric, or (--fabric tcp) on the host's loopback interface with
-// the iWARP fabric, every byte through the kernel's TCP. --server and --client (two
-// processes, each side pinned on its own) are not available yet.
+// By default both endpoints run in this process, driven by one thread (pinned with --cpu):
+// on two hosts of the in-process fabric, or (--fabric tcp) on the host's loopback interface
+// with the iWARP fabric, every byte through the kernel's TCP. With --server and --client
+// they run in two processes, on one host or two, over the iWARP fabric: the client asks
+// for each run and prints the results; the server plays its part (echoes for send latency,
+// takes the sends of send bandwidth, is the passive target of writes and reads), prints
+// a line per run and exits once its client said goodbye. Each process pins its own side.
 //
-// Exit status: 0 done; 1 a run or the set-up failed, or the chart could not be drawn;
-// 2 a bad command line; 128 + signal when SIGINT or SIGTERM ended the runs (what was
-// measured is still printed).
+// Exit status: 0 done; 1 a run or the set-up failed (a refused or timed-out connection,
+// the peer going away), or the chart could not be drawn; 2 a bad command line; 128 +
+// signal when SIGINT or SIGTERM ended the runs (what was measured is still printed).
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <sched.h>
@@ -37,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -45,10 +49,12 @@
 #include <nlohmann/json.hpp>
 
 #include "common/cli.hpp"
+#include "common/serve.hpp"
 #include "ndk/softndk.h"
 #include "perf/clock.hpp"
 #include "perf/engine.hpp"
 #include "perf/pair.hpp"
+#include "perf/session.hpp"
 #include "perf/stop.hpp"
 
 extern char** environ;
@@ -64,6 +70,7 @@ constexpr uint64_t kMaxSize = 256ull << 20;        // each endpoint registers 2x
 constexpr uint64_t kSweepMax = 8ull << 20;         // -a: 1 B .. 8 MiB
 constexpr uint64_t kMaxIterations = 1ull << 40;
 constexpr uint64_t kMaxSamples = 1ull << 26;       // latency: the engine keeps a sample of each
+constexpr uint16_t kDefaultPort = 18515;           // perftest's, for familiarity
 
 std::optional<int> parse(CLI::App& app, int argc, char** argv) {
   return softndk::tools::parse(kTool, app, argc, argv);
@@ -123,13 +130,6 @@ std::string find_on_path(const char* name) {
     start = end + 1;
   }
   return "";
-}
-
-std::string address_text(const SOCKADDR_INET& a) {
-  char text[INET6_ADDRSTRLEN] = "?";
-  if (a.si_family == AF_INET) inet_ntop(AF_INET, &a.Ipv4.sin_addr, text, sizeof(text));
-  if (a.si_family == AF_INET6) inet_ntop(AF_INET6, &a.Ipv6.sin6_addr, text, sizeof(text));
-  return text;
 }
 
 // ---- what was measured --------------------------------------------------------------
@@ -388,6 +388,72 @@ std::string plot(const std::string& gnuplot, const std::string& file, const std:
   return problem;
 }
 
+// ---- the server process ------------------------------------------------------------------
+
+void print_served(void*, const perf::Params& p, const perf::Result& r) {
+  const std::string part = p.operation != perf::Operation::kSend ? "the target, passive"
+                           : p.mode == perf::Mode::kLatency     ? fmt::format("{} pings echoed", r.messages)
+                                                                : fmt::format("{} sends taken", r.messages);
+  fmt::print("{} {} {}: {}{}\n", perf::to_string(p.operation), perf::to_string(p.mode), size_text(p.size), part,
+             r.ok() ? "" : r.cancelled() ? " (the client stopped early)" : " FAILED: " + r.error);
+  std::fflush(stdout);
+}
+
+// Serves one client: builds the endpoint it asks for, plays the server's part of each of
+// its runs, exits once it said goodbye.
+int run_server(const perf::SignalStop& stop, const SOCKADDR_INET& bind, SOFTNDK_COMPLETION_MODE mode,
+               std::optional<int> cpu) {
+  softndk::tools::Pending pending = softndk::tools::wait_for_one_client(kTool, stop, bind, mode);
+  if (!pending.hello) return pending.status;
+  perf::Session* session = pending.session.get();
+  const perf::Greeting* hello = &*pending.hello;
+  perf::Greeting answer;
+  answer.tool = perf::Tool::kPerf;
+  answer.nonce = hello->nonce;
+  const std::string from = perf::address_text(session->peer_address());
+  if (hello->tool != perf::Tool::kPerf || hello->area == 0 || hello->area > kMaxSize || hello->queue_depth == 0 ||
+      hello->queue_depth > 16384 || hello->max_sge == 0 || hello->max_sge > 64) {
+    answer.status = hello->tool != perf::Tool::kPerf ? perf::Greeting::kWrongTool : perf::Greeting::kTooLarge;
+    session->reject(answer);
+    fmt::print(stderr, "{}: refused {}: {}\n", kTool, from,
+               hello->tool != perf::Tool::kPerf ? std::string("not an ndkperf client") : "it asks for too much");
+    return 1;
+  }
+  perf::EndpointOptions options;
+  options.fabric = SOFTNDK_FABRIC_TCP;
+  options.completion_mode = mode;
+  options.area_size = hello->area;
+  options.queue_depth = hello->queue_depth;
+  options.max_sge = hello->max_sge;
+  options.inline_data = hello->inline_data;
+  try {
+    session->accept(options, answer);
+  } catch (const perf::Error& e) {
+    fmt::print(stderr, "{}: accepting {}: {}\n", kTool, from, e.what());
+    return 1;
+  }
+  fmt::print("client {} connected: {} per area, queue depth {}\n", from, size_text(session->local().area),
+             session->queue_depth());
+  std::fflush(stdout);
+  if (cpu) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(*cpu, &one);
+    if (int error = pthread_setaffinity_np(pthread_self(), sizeof(one), &one); error != 0) {
+      fmt::print(stderr, "{}: cannot pin to CPU {}: {}\n", kTool, *cpu, std::strerror(error));
+      return 1;
+    }
+  }
+  perf::Served served = perf::serve(*session, &stop.flag(), &print_served);
+  if (stop.requested()) return softndk::tools::interrupted(kTool, stop);
+  if (!served.ok()) {
+    fmt::print(stderr, "{}: {} after {} run{}\n", kTool, served.error, served.runs, served.runs == 1 ? "" : "s");
+    return 1;
+  }
+  fmt::print("client {} said goodbye after {} run{}\n", from, served.runs, served.runs == 1 ? "" : "s");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -398,13 +464,17 @@ int main(int argc, char** argv) {
       "of the project's benchmarks. Latency: min, median, p99, max and mean per message (write,\n"
       "read: one request posted and its completion polled; send: half a ping-pong round trip).\n"
       "Bandwidth: --queue-depth requests outstanding; MiB/s and million messages per second.\n"
-      "Both endpoints run in this process on two in-process hosts, driven by one thread.\n"
+      "Both endpoints run in this process, driven by one thread (in-process hosts, or --fabric tcp:\n"
+      "iWARP over loopback TCP), or in two processes on one host or two with --server and --client\n"
+      "(iWARP over TCP; the client chooses the runs and prints the results).\n"
       "SIGINT/SIGTERM end the runs early; what was measured is still printed.\n"
       "Exit status: 0 done; 1 a run, the set-up or the chart failed; 2 a bad command line;\n"
       "128 + signal when a signal ended the runs.\n\n"
       "Examples:  ndkperf                      8-byte RDMA write latency\n"
       "           ndkperf send write read -a   every operation, 1 B .. 8 MiB\n"
-      "           ndkperf write -a --bw --plot write.svg"};
+      "           ndkperf write -a --bw --plot write.svg\n"
+      "           ndkperf --server --bind 192.0.2.7            on host A (serves one client)\n"
+      "           ndkperf send -a --client 192.0.2.7 --cpu 1   on host B"};
   app.set_version_flag("--version", std::string("ndkperf (SoftNDK) ") + SOFTNDK_VERSION_TEXT);
 
   std::vector<std::string> operations{"write"};
@@ -413,8 +483,9 @@ int main(int argc, char** argv) {
   std::optional<uint64_t> warmup;
   ULONG queue_depth = 16, sge = 1;
   std::optional<int> cpu;
-  std::string mode = "default", fabric = "inproc", client, plot_file;
-  bool ipv6 = false, json = false, csv = false, server = false, no_progress = false;
+  std::string mode = "default", plot_file;
+  bool ipv6 = false, json = false, csv = false, no_progress = false;
+  softndk::tools::Fabric two;
 
   app.add_option("operation", operations, "send, write or read (several: one after the other; all: the three)")
       ->check(CLI::IsMember({"send", "write", "read", "all"}))
@@ -482,7 +553,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"default", "inline", "caller-thread", "provider-thread", "mixed"}))
       ->capture_default_str()
       ->group(g_how);
-  app.add_flag("-6,--ipv6", ipv6, "Connect over IPv6 (in-process: 2001:db8::/32; tcp: ::1) instead of IPv4")
+  app.add_flag("-6,--ipv6", ipv6, "IPv6 instead of IPv4 (in-process: 2001:db8::/32; tcp: ::1; --server: listen on ::1 unless --bind)")
       ->group(g_how);
 
   auto* g_out = "Output (default: a table)";
@@ -495,27 +566,14 @@ int main(int argc, char** argv) {
   app.add_flag("--no-progress", no_progress, "No live progress line (shown only on a terminal, after 1 s)")
       ->group(g_out);
 
-  auto* g_two = "Fabric, and two processes (not available yet)";
-  app.add_option("--fabric", fabric,
-                 "Fabric to use: inproc (in-process hosts) or tcp (iWARP over loopback TCP); shm is not "
-                 "available yet")
-      ->check(CLI::IsMember({"inproc", "tcp", "shm"}))
-      ->capture_default_str()
-      ->group(g_two);
-  auto* server_flag = app.add_flag("--server", server, "Serve: wait for a client to connect")->group(g_two);
-  app.add_option("--client", client, "Connect to the ndkperf server at ADDR")
-      ->type_name("ADDR")
-      ->excludes(server_flag)
-      ->group(g_two);
+  two.add_options(app, kTool, kDefaultPort, "play the server's part of the runs it asks for");
   if (auto code = parse(app, argc, argv)) return *code;
 
   // ---- what this build can do, and what the arguments ask ----
-  if (fabric == "shm") return usage_error("fabric shm is not available yet (use --fabric inproc or tcp)");
-  if (server || !client.empty())
-    return usage_error(fmt::format(
-        "{} (two processes) is not available yet: without --server and --client, ndkperf runs both "
-        "ends in this process, over --fabric inproc or tcp",
-        server ? "--server" : "--client"));
+  if (std::string problem = two.resolve(app, ipv6); !problem.empty()) return usage_error(problem);
+  const bool two_processes = two.two_processes(), server = two.server;
+  const std::string& fabric = two.fabric;
+  const std::optional<SOCKADDR_INET>& server_address = two.server_address;
   if (std::find(operations.begin(), operations.end(), "all") != operations.end())
     operations = {"send", "write", "read"};
   std::vector<perf::Mode> modes;
@@ -540,6 +598,11 @@ int main(int argc, char** argv) {
   sched_getaffinity(0, sizeof(allowed), &allowed);
   if (cpu && (*cpu >= CPU_SETSIZE || !CPU_ISSET(*cpu, &allowed)))
     return usage_error(fmt::format("--cpu {}: not a CPU this process may run on ({})", *cpu, cpu_list(allowed)));
+  if (server) return run_server(stop, *server_address, completion_mode(mode), cpu);
+  if (verify && two_processes && (std::find(operations.begin(), operations.end(), "write") != operations.end() ||
+                                  std::find(operations.begin(), operations.end(), "read") != operations.end()))
+    return usage_error("--verify with --client: writes and reads cannot be verified between processes (the other "
+                       "process owns their target or source); sends are, by their receivers");
   std::string gnuplot;
   if (!plot_file.empty()) {
     auto ends_with = [&](const char* e) {
@@ -566,14 +629,32 @@ int main(int argc, char** argv) {
   options.fabric = fabric == "tcp" ? SOFTNDK_FABRIC_TCP : SOFTNDK_FABRIC_INPROC;
   options.max_sge = sge;
   std::unique_ptr<perf::Pair> pair;
+  std::unique_ptr<perf::Session> session;
   try {
-    pair = std::make_unique<perf::Pair>(options);
+    if (two_processes) {
+      perf::Greeting hello;
+      hello.tool = perf::Tool::kPerf;
+      hello.nonce = std::random_device{}() * 0x100000001ull ^ static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+      session = perf::Session::connect(*server_address, options, hello, std::chrono::seconds(30));
+    } else {
+      pair = std::make_unique<perf::Pair>(options);
+    }
   } catch (const perf::Error& e) {
-    fmt::print(stderr, "{}: cannot set up the two endpoints: {}\n", kTool, e.what());
+    if (two_processes && e.status() == STATUS_CONNECTION_REFUSED)
+      fmt::print(stderr, "{}: connection refused by {}: {}\n", kTool, perf::address_text(*server_address),
+                 std::string(e.what()).find("server") != std::string::npos ? e.what()
+                                                                         : "is an ndkperf --server listening there?");
+    else if (two_processes && e.status() == STATUS_IO_TIMEOUT)
+      fmt::print(stderr, "{}: connection timed out: {} did not answer ({})\n", kTool,
+                 perf::address_text(*server_address), e.what());
+    else
+      fmt::print(stderr, "{}: cannot set up the {}: {}\n", kTool,
+                 two_processes ? "connection to " + perf::address_text(*server_address) : "two endpoints", e.what());
     return 1;
   }
-  const perf::Endpoint& c = pair->client();
-  const ULONG sge_limit = std::min(c.max_sge, pair->server().max_sge);
+  const perf::Endpoint& c = session ? session->local() : pair->client();
+  const perf::Endpoint& far = session ? session->peer() : pair->server();
+  const ULONG sge_limit = std::min(c.max_sge, far.max_sge);
   if (sge > sge_limit)
     return usage_error(fmt::format("--sge {}: the adapter takes at most {} SGEs per request (tunables max_initiator_sge, "
                                    "max_receive_sge)",
@@ -582,7 +663,7 @@ int main(int argc, char** argv) {
   if (reads && sge > c.info.MaxReadRequestSge)
     return usage_error(fmt::format("--sge {}: the adapter's reads take at most {} SGEs (tunable max_read_sge)", sge,
                                    c.info.MaxReadRequestSge));
-  const ULONG inline_limit = std::min(c.inline_data, pair->server().inline_data);
+  const ULONG inline_limit = std::min(c.inline_data, far.inline_data);
   if (inline_size > inline_limit)
     fmt::print(stderr, "{}: --inline-size {}: the QPs carry at most {} inline bytes; using {}\n", kTool, inline_size,
                inline_limit, inline_limit);
@@ -607,10 +688,16 @@ int main(int argc, char** argv) {
 
   const std::string setting = fmt::format(
       "{}, {} completions, {}, {} SGE{}, {}{}{}, {}",
-      fabric == "tcp" ? "iWARP fabric over loopback TCP" : "in-process fabric", SoftNdkCompletionModeName(in_force),
-      ipv6 ? "IPv6" : "IPv4", sge, sge == 1 ? "" : "s (at most)",
+      session            ? fmt::format("iWARP fabric, two processes: {} to the server at {}", perf::ip_text(c.address),
+                                       perf::address_text(*server_address))
+      : fabric == "tcp" ? "iWARP fabric over loopback TCP"
+                        : "in-process fabric",
+      SoftNdkCompletionModeName(in_force),
+      c.address.si_family == AF_INET6 ? "IPv6" : "IPv4", sge, sge == 1 ? "" : "s (at most)",
       inline_used ? fmt::format("inline up to {} B", inline_used) : std::string("no inline"), silent ? ", SILENT_SUCCESS" : "",
-      verify ? ", every byte verified" : "", cpu ? fmt::format("thread on CPU {}", *cpu) : std::string("thread not pinned"));
+      verify ? ", every byte verified" : "",
+      cpu ? fmt::format("{} on CPU {}", session ? "this side" : "thread", *cpu)
+          : std::string(session ? "this side not pinned" : "thread not pinned"));
   if (!json && !csv) {
     out.print(fmt::format("ndkperf {}: {}\n", fmt::join(operations, ", "), setting));
     out.print(fmt::format("clock: {}, one read {:.1f} ns (included in each latency sample)\n", clock, timer_ns));
@@ -643,7 +730,7 @@ int main(int argc, char** argv) {
         out.begin(fmt::format("[{}/{}] {} {} {}", run_index, runs, op, perf::to_string(m), size_text(s)),
                   p.warmup + p.iterations);
         last_label = fmt::format("{} {} {}", op, perf::to_string(m), size_text(s));
-        Record r{op, m, s, p.sge_count, use_inline, queue_depth, p.iterations, p.warmup, perf::run(*pair, p)};
+        Record r{op, m, s, p.sge_count, use_inline, queue_depth, p.iterations, p.warmup, session ? perf::run(*session, p) : perf::run(*pair, p)};
         if (r.result.cancelled() && r.result.iterations == 0) last_label += ", stopped during its warm-up";
         if (r.result.ok() || (r.result.cancelled() && r.result.iterations > 0)) {
           records.push_back(r);
@@ -671,15 +758,17 @@ int main(int argc, char** argv) {
                       {"modes", ordered_json::array()},
                       {"sizes", sizes},
                       {"completion_mode", SoftNdkCompletionModeName(in_force)},
-                      {"ipv6", ipv6},
+                      {"ipv6", c.address.si_family == AF_INET6},
                       {"sge", sge},
                       {"inline_size", inline_used},
                       {"queue_depth", queue_depth},
                       {"silent", silent},
                       {"verify", verify},
                       {"cpu", cpu ? ordered_json(*cpu) : ordered_json(nullptr)},
-                      {"client_address", address_text(c.address)},
-                      {"server_address", address_text(pair->server().address)}};
+                      {"processes", session ? 2 : 1},
+                      {"client_address", perf::ip_text(c.address)},
+                      {"server_address", session ? perf::address_text(session->peer_address())
+                                                 : perf::ip_text(pair->server().address)}};
     for (perf::Mode m : modes) root["config"]["modes"].push_back(perf::to_string(m));
     root["clock"] = {{"source", clock}, {"read_ns", timer_ns}};
     root["results"] = ordered_json::array();
@@ -688,6 +777,16 @@ int main(int argc, char** argv) {
     root["interrupted"] = interrupted;
     root["error"] = failure.empty() ? ordered_json(nullptr) : ordered_json(failure);
     out.print(root.dump(2) + "\n");
+  }
+  // The server waits for a goodbye: said when the last run ended as the protocol expects.
+  if (session && failure.empty() && session->disconnects() == 0) {
+    perf::Control bye;
+    bye.kind = perf::Control::kBye;
+    try {
+      session->send_control(bye, std::chrono::seconds(10));
+    } catch (const perf::Error& e) {
+      if (session->disconnects() == 0) fmt::print(stderr, "{}: saying goodbye to the server: {}\n", kTool, e.what());
+    }
   }
   if (!failure.empty()) fmt::print(stderr, "{}: {}\n", kTool, failure);
   if (interrupted)
