@@ -2,7 +2,8 @@
 // a hand-made iWARP responder on a raw loopback socket (the project's own MPA and FPDU
 // codecs), which counts the RDMA Read Requests it holds unanswered: five reads posted at
 // once with an ORD of 2 put exactly two on the wire; each response lets exactly one more go,
-// and the reads complete in order with the bytes the responder sent.
+// and the reads complete in order with the bytes the responder sent. The same responder
+// answers wrongly: a short, a wrapping and an early Read Response each end the connection.
 #include <net/if.h>
 
 #include "e2e.hpp"
@@ -12,6 +13,9 @@ namespace {
 
 using namespace e2e;
 using raw_peer::RawResponder;
+using raw_peer::Bytes;
+using raw_peer::encode;
+using namespace softndk::fabric::tcp;
 
 // One side of SoftNDK on loopback, connected to the raw responder (ORD 2).
 class IwarpOrd : public ::testing::Test {
@@ -88,6 +92,57 @@ TEST_F(IwarpOrd, R091_InitiatorQueueFullOfReadsInFlight) {
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].Status, STATUS_SUCCESS);
   EXPECT_EQ(post_read(64), STATUS_SUCCESS) << "a completed read frees its slot (R091)";
+}
+
+// A Read Response must answer the oldest read on the wire, in order, within its sink, and
+// its last segment must complete it: otherwise SoftNDK ends the connection with a DDP
+// tagged-buffer Terminate and the read fails (never completes over an untouched sink).
+class IwarpReadResponses : public IwarpOrd {
+ protected:
+  // Sends a Read Response of `length` bytes of 0xEE for sink STag `stag` at offset `to`.
+  bool respond(uint32_t stag, uint64_t to, size_t length) {
+    Bytes data(length, 0xEE);
+    iovec v{data.data(), data.size()};
+    TxMessage m;
+    m.opcode = Opcode::kRdmaReadResponse;
+    m.stag = stag;
+    m.to = to;
+    m.payload = {&v, 1};
+    return responder.send(encode(responder.crc(), m));
+  }
+  void expect_terminated_with(const TerminateCode& code) {
+    responder.reader().read_until(5000, [&] { return !responder.reader().terminates().empty(); });
+    ASSERT_FALSE(responder.reader().terminates().empty()) << "no Terminate";
+    EXPECT_TRUE(responder.reader().terminates().front().code == code);
+    auto done = side.poll(1);  // the oldest read first (with the others flushed, maybe)
+    ASSERT_GE(done.size(), 1u);
+    EXPECT_NE(done[0].Status, STATUS_SUCCESS) << "the read completed over a sink it never got";
+  }
+};
+
+TEST_F(IwarpReadResponses, AShortResponseFailsTheRead) {
+  ASSERT_EQ(post_read(0), STATUS_SUCCESS);
+  ASSERT_EQ(responder.wait_requests(1, 2000), 1u);
+  const ReadRequest r = responder.reader().held().front();
+  ASSERT_TRUE(respond(r.data_sink_stag, r.data_sink_to, r.rdma_read_message_size / 2));  // 8 of 16, last
+  expect_terminated_with(term::kDdpTaggedBaseOrBounds);
+}
+
+TEST_F(IwarpReadResponses, AResponseWhoseOffsetWrapsFailsTheRead) {
+  ASSERT_EQ(post_read(0), STATUS_SUCCESS);
+  ASSERT_EQ(responder.wait_requests(1, 2000), 1u);
+  const ReadRequest r = responder.reader().held().front();
+  ASSERT_TRUE(respond(r.data_sink_stag, UINT64_MAX - 7, 8));  // ends exactly at 2^64
+  expect_terminated_with(term::kDdpTaggedBaseOrBounds);
+}
+
+TEST_F(IwarpReadResponses, AResponseForAReadOrdStillHoldsBackFails) {
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(post_read(i), STATUS_SUCCESS);
+  ASSERT_EQ(responder.wait_requests(3, 300), 2u);  // ORD 2: the third waits in SoftNDK
+  // Sink STags are handed out in order: the held-back read's is the next one.
+  const uint32_t held_back = responder.reader().held().back().data_sink_stag + 1;
+  ASSERT_TRUE(respond(held_back, 0, 16));
+  expect_terminated_with(term::kDdpTaggedInvalidStag);
 }
 
 }  // namespace

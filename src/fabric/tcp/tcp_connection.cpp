@@ -1,4 +1,5 @@
 #include "fabric/tcp/tcp_connection.hpp"
+#include "fabric/tcp/wire_sync.hpp"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -488,6 +489,7 @@ void TcpConnection::detach(Side) {
   if (fd >= 0) {
     fd_ = fd;
     send_raw_locked();
+    wire_sent();
     shutdown(fd_, SHUT_WR);
     close(fd_);
     fd_ = -1;
@@ -630,6 +632,7 @@ void TcpConnection::want_output_locked(bool want) {
 
 bool TcpConnection::send_raw_locked() {
   while (raw_sent_ < raw_.size()) {
+    wire_sent();
     ssize_t n = ::send(fd_, raw_.data() + raw_sent_, raw_.size() - raw_sent_, kSendFlags);
     if (n < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK) raw_sent_ = raw_.size();  // lost with the socket
@@ -659,6 +662,7 @@ bool TcpConnection::send_fpdu_locked() {
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = count;
+    wire_sent();
     ssize_t n = sendmsg(fd_, &msg, kSendFlags);
     if (n < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK) fpdu_sent_ = fpdu_size_;  // the socket failed
@@ -735,6 +739,7 @@ void TcpConnection::pump_locked() {
   want_output_locked(false);
   if (phase_ == Phase::kDraining && fin_after_drain_ && tx_.empty() && responses_.empty() &&
       fpdu_iov_count_ == 0 && raw_.empty() && reads_.empty()) {
+    wire_sent();
     shutdown(fd_, SHUT_WR);  // FIN: the peer sees the end after everything we sent
     fin_after_drain_ = false;
   }
@@ -778,6 +783,7 @@ void TcpConnection::on_readable() {
     }
     if (fd < 0) return;
     ssize_t n = recv(fd, rx_buffer_.data(), rx_buffer_.size(), MSG_DONTWAIT);
+    if (n >= 0) wire_received();
     if (n == 0) return on_eof(0);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;

@@ -1,0 +1,35 @@
+// What ThreadSanitizer cannot see: bytes written to a socket by one thread and read by
+// another order what those threads did before and after, through the kernel. With both
+// ends of a connection in one process (loopback tests), a consumer's write to its memory
+// before a send and the peer's read of it after the receive are ordered, yet look like a
+// race. Under TSan every send releases and every receive acquires one process-wide token,
+// which models that order (coarsely: any send before any later receive). Elsewhere these
+// are nothing.
+#pragma once
+
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SOFTNDK_TSAN 1
+#endif
+#endif
+#if !defined(SOFTNDK_TSAN) && defined(__SANITIZE_THREAD__)
+#define SOFTNDK_TSAN 1
+#endif
+
+#ifdef SOFTNDK_TSAN
+extern "C" void __tsan_acquire(void* address);
+extern "C" void __tsan_release(void* address);
+#endif
+
+namespace softndk::fabric::tcp {
+
+#ifdef SOFTNDK_TSAN
+inline char g_wire_token;
+inline void wire_sent() { __tsan_release(&g_wire_token); }
+inline void wire_received() { __tsan_acquire(&g_wire_token); }
+#else
+inline void wire_sent() {}
+inline void wire_received() {}
+#endif
+
+}  // namespace softndk::fabric::tcp
