@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "perf/ndk_call.hpp"
 
 namespace softndk::perf {
@@ -73,8 +75,9 @@ std::string ip_text(const SOCKADDR_INET& a) {
 uint16_t port_of(const SOCKADDR_INET& a) { return ntohs(a.si_family == AF_INET ? a.Ipv4.sin_port : a.Ipv6.sin6_port); }
 
 std::string address_text(const SOCKADDR_INET& a) {
-  const std::string port = std::to_string(port_of(a));
-  return a.si_family == AF_INET6 ? "[" + ip_text(a) + "]:" + port : ip_text(a) + ":" + port;
+  // fmt, not string concatenation: GCC 12 at -O3 misreads `"[" + std::string` (-Wrestrict).
+  if (a.si_family == AF_INET6) return fmt::format("[{}]:{}", ip_text(a), port_of(a));
+  return fmt::format("{}:{}", ip_text(a), port_of(a));
 }
 
 const char* to_string(Tool tool) { return tool == Tool::kPing ? "ndkping" : "ndkperf"; }
