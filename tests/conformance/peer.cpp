@@ -12,6 +12,8 @@
 #include <map>
 #include <sstream>
 
+#include "core/kernel_sync.hpp"
+
 namespace conformance {
 
 // ------------------------------------------------------------------------ encoding --
@@ -1173,6 +1175,7 @@ bool ReadFull(int fd, uint8_t* out, size_t size, const Clock::time_point* deadli
     ssize_t n = ::read(fd, out + done, size - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
+    softndk::wire_received();  // what the other end did before sending is ordered before us
     done += static_cast<size_t>(n);
   }
   return true;
@@ -1181,6 +1184,7 @@ bool ReadFull(int fd, uint8_t* out, size_t size, const Clock::time_point* deadli
 bool WriteFull(int fd, const std::vector<uint8_t>& bytes) {
   size_t done = 0;
   while (done < bytes.size()) {
+    softndk::wire_sent();
     ssize_t n = ::send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;

@@ -228,12 +228,22 @@ size_t FpduParser::on_payload(std::span<const uint8_t> in, FpduSink& sink) {
     const size_t at = header_length_ + payload_have_;
     if (at < sizeof hdr_) std::memcpy(hdr_ + at, in.data(), std::min(n, sizeof hdr_ - at));
   }
+  took_payload(n);
+  return n;
+}
+
+void FpduParser::took_payload(size_t n) {
   payload_have_ += static_cast<uint32_t>(n);
   if (payload_have_ == segment_.payload_length) {
     have_ = 0;
     state_ = pad_ > 0 ? State::kPad : State::kCrc;
   }
-  return n;
+}
+
+void FpduParser::placed_directly(std::span<const uint8_t> bytes) {
+  const size_t n = std::min<size_t>(bytes.size(), direct_pending());
+  add_to_crc(bytes.data(), n);
+  if (n > 0) took_payload(n);
 }
 
 // kPad: up to 3 bytes, ignored but for the CRC (RFC 5044 FPDU format).

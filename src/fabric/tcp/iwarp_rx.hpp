@@ -107,12 +107,27 @@ class FpduParser {
   bool at_boundary() const { return state_ == State::kMpaHeader && have_ == 0; }
   uint64_t fpdus() const { return fpdus_; }
 
+  // Direct placement (what DDP is for): inside a tagged segment's payload (a Write, a Read
+  // Response), the bytes of it still to come, else 0; the segment, and the offset from its
+  // first payload byte where they start. A caller may receive them from the socket straight
+  // into their target and report them with placed_directly() instead of feed() (the sink's
+  // payload() is then not called for them: the caller placed them).
+  uint32_t direct_pending() const {
+    return state_ == State::kPayload && segment_.tagged ? segment_.payload_length - payload_have_ : 0;
+  }
+  const Segment& segment() const { return segment_; }
+  uint32_t payload_offset() const { return payload_have_; }
+  // `bytes` (at most direct_pending() in all) were placed by the caller, in order: they
+  // count as fed, the CRC included.
+  void placed_directly(std::span<const uint8_t> bytes);
+
  private:
   size_t on_mpa_header(std::span<const uint8_t> in);
   size_t on_ddp_header(std::span<const uint8_t> in, FpduSink& sink);
   size_t on_payload(std::span<const uint8_t> in, FpduSink& sink);
   size_t on_pad(std::span<const uint8_t> in);
   size_t on_crc(std::span<const uint8_t> in, FpduSink& sink);
+  void took_payload(size_t n);  // n more payload bytes went by: on to PAD or CRC at the end
 
   bool check_control();          // the first two DDP bytes: versions, opcode, buffer model
   bool check_headers();          // the full headers: queues, sequence, bounds

@@ -1,5 +1,5 @@
 #include "fabric/tcp/tcp_connection.hpp"
-#include "fabric/tcp/wire_sync.hpp"
+#include "core/kernel_sync.hpp"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -18,6 +18,11 @@ namespace softndk::fabric::tcp {
 namespace {
 
 constexpr size_t kRxBuffer = 256 * 1024;
+// Tagged payload this long or longer is received straight into its target; while such
+// payloads flow, a read at an FPDU boundary takes only this much (its headers and some
+// payload), so that the rest of the payload can go straight to its place.
+constexpr uint32_t kDirectMin = 1024;
+constexpr size_t kBoundaryRead = 512;
 constexpr int kSendFlags = MSG_NOSIGNAL | MSG_DONTWAIT;
 constexpr size_t kMaxEarly = 1 << 20;
 
@@ -782,7 +787,15 @@ void TcpConnection::on_readable() {
       fd = fd_;
     }
     if (fd < 0) return;
-    ssize_t n = recv(fd, rx_buffer_.data(), rx_buffer_.size(), MSG_DONTWAIT);
+    // Tagged payload goes from the socket straight to its place (one copy per byte, the
+    // kernel's); everything else through rx_buffer_.
+    size_t wanted = 0;
+    ssize_t n = receive_direct(fd, wanted);
+    const bool direct = wanted > 0;
+    if (!direct) {
+      wanted = rx_small_reads_ ? kBoundaryRead : rx_buffer_.size();
+      n = recv(fd, rx_buffer_.data(), wanted, MSG_DONTWAIT);
+    }
     if (n >= 0) wire_received();
     if (n == 0) return on_eof(0);
     if (n < 0) {
@@ -790,9 +803,72 @@ void TcpConnection::on_readable() {
       if (errno == EINTR) continue;
       return on_eof(errno);
     }
-    consume({rx_buffer_.data(), static_cast<size_t>(n)});
-    if (static_cast<size_t>(n) < rx_buffer_.size()) return;
+    if (direct) {
+      rx_small_reads_ = true;  // big tagged payloads flow
+    } else {
+      consume({rx_buffer_.data(), static_cast<size_t>(n)});
+      rx_small_reads_ = parser_ && parser_->direct_pending() >= kDirectMin;
+    }
+    if (static_cast<size_t>(n) < wanted && !rx_small_reads_) return;  // the socket is drained
   }
+}
+
+ssize_t TcpConnection::receive_direct(int fd, size_t& wanted) {
+  wanted = 0;
+  if (!parser_ || rx_discard_ || parser_->direct_pending() < kDirectMin) return 0;
+  const Segment& s = parser_->segment();
+  const uint64_t at = s.to + parser_->payload_offset();
+  const uint32_t length = parser_->direct_pending();
+  size_t count = 0;
+  ssize_t n = 0;
+  auto receive = [&] {
+    wanted = 0;
+    for (size_t i = 0; i < count; ++i) wanted += direct_iov_[i].iov_len;
+    n = readv(fd, direct_iov_, static_cast<int>(count));
+    if (n <= 0) return;
+    // The CRC covers them as they lie in their place.
+    size_t left = static_cast<size_t>(n);
+    for (size_t i = 0; i < count && left > 0; ++i) {
+      const size_t piece = std::min(left, direct_iov_[i].iov_len);
+      parser_->placed_directly({static_cast<const uint8_t*>(direct_iov_[i].iov_base), piece});
+      left -= piece;
+    }
+  };
+  if (s.opcode == Opcode::kRdmaWrite) {
+    QpEndpoint* endpoint = qp();
+    if (endpoint == nullptr) return 0;
+    AccessGuard guard;  // the region stays registered while bytes land in it
+    ExtentList& target = *rx_extents_;
+    target.clear();
+    if (!NT_SUCCESS(endpoint->resolve_tagged(s.stag, at, length, kNeedRemoteWrite, target, guard)))
+      return 0;  // the byte-wise path reports it
+    for (ULONG i = 0; i < target.count() && count < kDirectIov; ++i)
+      direct_iov_[count++] = {target.begin()[i].data, target.begin()[i].length};
+    receive();
+    return n;
+  }
+  // A Read Response: our own read's sink, checked by begin_segment. Under mutex_, so that a
+  // flush cannot complete the read (and its memory go back to the consumer) meanwhile.
+  std::lock_guard lock(mutex_);
+  if (reads_.empty()) return 0;
+  PendingRead& read = reads_.front();
+  uint64_t skip = at;
+  uint64_t left = length;
+  for (const iovec& v : read.sink) {
+    if (left == 0 || count == kDirectIov) break;
+    if (skip >= v.iov_len) {
+      skip -= v.iov_len;
+      continue;
+    }
+    const size_t piece = static_cast<size_t>(std::min<uint64_t>(v.iov_len - skip, left));
+    direct_iov_[count++] = {static_cast<uint8_t*>(v.iov_base) + skip, piece};
+    left -= piece;
+    skip = 0;
+  }
+  if (count == 0) return 0;
+  receive();
+  if (n > 0) read.received += static_cast<uint64_t>(n);
+  return n;
 }
 
 void TcpConnection::consume(std::span<const uint8_t> bytes) {

@@ -149,6 +149,9 @@ class TcpConnection final : public Connection,
 
   // ---- receive (the handler's thread) ----
   void on_readable();
+  // Tagged payload straight from the socket into its target (readv): what readv returned
+  // and, in `wanted`, what it asked for; wanted 0 when nothing is to be taken that way now.
+  ssize_t receive_direct(int fd, size_t& wanted);
   void consume(std::span<const uint8_t> bytes);
   void on_mpa_frame();       // a Request or Reply arrived whole
   void on_rx_error();        // the FPDU parser stopped: answer with its Terminate
@@ -254,6 +257,9 @@ class TcpConnection final : public Connection,
   // Receive (the handler's thread).
   std::optional<FpduParser> parser_;
   std::vector<uint8_t> rx_buffer_;
+  bool rx_small_reads_ = false;  // big tagged payloads flow: read little at FPDU boundaries
+  static constexpr size_t kDirectIov = 64;
+  iovec direct_iov_[kDirectIov];
   PostedReceive rx_receive_{};
   bool rx_have_receive_ = false;
   bool rx_discard_ = false;  // the segment in progress is let go (ending)

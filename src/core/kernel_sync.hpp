@@ -1,10 +1,10 @@
 // What ThreadSanitizer cannot see: bytes written to a socket by one thread and read by
 // another order what those threads did before and after, through the kernel. With both
-// ends of a connection in one process (loopback tests), a consumer's write to its memory
-// before a send and the peer's read of it after the receive are ordered, yet look like a
-// race. Under TSan every send releases and every receive acquires one process-wide token,
-// which models that order (coarsely: any send before any later receive). Elsewhere these
-// are nothing.
+// ends of a connection in one process (loopback tests, the conformance suite's channel
+// peer), a write to memory before a send and the other thread's read of it after the
+// receive are ordered, yet look like a race. Under TSan every send releases and every
+// receive acquires one process-wide token, which models that order (coarsely: any send
+// before any later receive). Elsewhere these are nothing.
 #pragma once
 
 #if defined(__has_feature)
@@ -21,7 +21,7 @@ extern "C" void __tsan_acquire(void* address);
 extern "C" void __tsan_release(void* address);
 #endif
 
-namespace softndk::fabric::tcp {
+namespace softndk {
 
 #ifdef SOFTNDK_TSAN
 inline char g_wire_token;
@@ -32,4 +32,4 @@ inline void wire_sent() {}
 inline void wire_received() {}
 #endif
 
-}  // namespace softndk::fabric::tcp
+}  // namespace softndk
