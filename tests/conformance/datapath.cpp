@@ -68,7 +68,7 @@ void DataPathTest::SetUp() {
   std::string test = info->name();
   suite = suite.substr(suite.find('/') + 1);  // "Inproc/PostingTest" -> "PostingTest"
   test = test.substr(0, test.find('/'));      // "R073_X/Inline_DirectPeer" -> "R073_X"
-  if (const char* why = ExclusionFor(GetParam().fabric, suite, test)) {
+  if (const char* why = ExclusionFor(GetParam(), suite, test)) {
     GTEST_SKIP() << "excluded on " << GetParam().fabric_name << ": " << why;
   }
   peer_ = std::make_unique<Peer>(GetParam().peer, GetParam().fabric);

@@ -15,7 +15,8 @@
 //   - a callback that runs before the call returns implies STATUS_PENDING (R061).
 // The data-path suites build on this fixture (datapath.hpp): each test there also drives a
 // remote peer (peer.hpp), and is instantiated per fabric x mode x peer form
-// (SOFTNDK_INSTANTIATE_DATAPATH), with per-fabric exclusions (ExclusionFor) stating why.
+// (SOFTNDK_INSTANTIATE_DATAPATH; on TCP also with the peer in another process), with
+// per-fabric and per-form exclusions (ExclusionFor) stating why.
 // Every wait is bounded (kWait); a provider that never calls back fails the test instead of
 // hanging it. Inside a callback the helpers never wait (use the Try* creates there: a nested
 // create or request completes later, and is checked when the adapter closes). Only the
@@ -58,10 +59,11 @@ inline constexpr Millis kBoundedCall{500};
 
 // ---------------------------------------------------------------------------- params --
 
-// How a data-path test reaches its remote peer (peer.hpp): by direct calls in this thread,
-// or only through a command channel to a thread that owns the peer's adapter (the form the
-// TCP and shared-memory fabrics use with a peer in another process).
-enum class PeerForm { kNone, kDirect, kChannel };
+// How a data-path test reaches its remote peer (peer.hpp): by direct calls in this thread;
+// only through a command channel to a thread that owns the peer's adapter; or through the
+// same channel to a child process (this test binary re-executed) that owns it — the fabrics
+// that cross processes (TCP) run there as between two programs.
+enum class PeerForm { kNone, kDirect, kChannel, kProcess };
 
 struct Param {
   SOFTNDK_FABRIC fabric;
@@ -74,12 +76,18 @@ struct Param {
 
 // Every (mode, seed) combination for one fabric.
 std::vector<Param> ParamsFor(SOFTNDK_FABRIC fabric);
-// The same, each once with the direct peer and once with the channel peer.
+// The same, each once with the direct peer and once with the channel peer; on a fabric
+// that crosses processes, also with the peer in another process in the modes of
+// kProcessPeerModes (harness.cpp).
 std::vector<Param> DataPathParamsFor(SOFTNDK_FABRIC fabric);
 
 // Per-fabric exclusions: the reason a test ("Suite.Test", a prefix of its name) cannot run
 // on `fabric`, or null. The table is in harness.cpp, next to kFabrics.
 const char* ExclusionFor(SOFTNDK_FABRIC fabric, const std::string& suite, const std::string& test);
+// The same for one instance of a data-path test: the fabric's exclusions, then those of its
+// peer form (kProcessExclusions: tests that need the peer in the test's own process, or
+// that meet a provider bug only when the peer is in another process).
+const char* ExclusionFor(const Param& param, const std::string& suite, const std::string& test);
 std::string ParamName(const testing::TestParamInfo<Param>& info);
 void PrintTo(const Param& param, std::ostream* os);
 
@@ -93,7 +101,8 @@ void PrintTo(const Param& param, std::ostream* os);
   INSTANTIATE_TEST_SUITE_P(Tcp, suite,                                                       \
                            ::testing::ValuesIn(::conformance::ParamsFor(SOFTNDK_FABRIC_TCP)), \
                            ::conformance::ParamName)
-// The data-path suites (datapath.hpp): every fabric x every mode x both peer forms.
+// The data-path suites (datapath.hpp): every fabric x every mode x the direct and channel
+// peer forms, and on TCP the process form in the modes of kProcessPeerModes.
 #define SOFTNDK_INSTANTIATE_DATAPATH(suite)                                                  \
   INSTANTIATE_TEST_SUITE_P(                                                                  \
       Inproc, suite, ::testing::ValuesIn(::conformance::DataPathParamsFor(SOFTNDK_FABRIC_INPROC)), \

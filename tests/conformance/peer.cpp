@@ -1,13 +1,20 @@
 #include "peer.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <future>
 #include <map>
 #include <sstream>
@@ -1160,18 +1167,25 @@ class DirectTransport final : public PeerTransport {
   std::unique_ptr<PeerEngine> engine_;
 };
 
+// Waits until `fd` is ready for `events` (POLLIN, POLLOUT): true at once without a
+// deadline; false once the deadline has passed or the poll failed; EINTR retries.
+bool WaitReady(int fd, short events, const Clock::time_point* deadline) {
+  if (deadline == nullptr) return true;
+  for (;;) {
+    auto left = std::chrono::duration_cast<Millis>(*deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, events, 0};
+    int ready = ::poll(&p, 1, static_cast<int>(left));
+    if (ready < 0 && errno == EINTR) continue;
+    return ready > 0;
+  }
+}
+
 // Reads or writes exactly `size` bytes; with a deadline (poll) unless `deadline` is null.
 bool ReadFull(int fd, uint8_t* out, size_t size, const Clock::time_point* deadline) {
   size_t done = 0;
   while (done < size) {
-    if (deadline != nullptr) {
-      auto left = std::chrono::duration_cast<Millis>(*deadline - Clock::now()).count();
-      if (left <= 0) return false;
-      pollfd p{fd, POLLIN, 0};
-      int ready = ::poll(&p, 1, static_cast<int>(left));
-      if (ready < 0 && errno == EINTR) continue;
-      if (ready <= 0) return false;
-    }
+    if (!WaitReady(fd, POLLIN, deadline)) return false;
     ssize_t n = ::read(fd, out + done, size - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
@@ -1181,12 +1195,16 @@ bool ReadFull(int fd, uint8_t* out, size_t size, const Clock::time_point* deadli
   return true;
 }
 
-bool WriteFull(int fd, const std::vector<uint8_t>& bytes) {
+bool WriteFull(int fd, const std::vector<uint8_t>& bytes,
+               const Clock::time_point* deadline = nullptr) {
   size_t done = 0;
   while (done < bytes.size()) {
     softndk::wire_sent();
-    ssize_t n = ::send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
+    if (!WaitReady(fd, POLLOUT, deadline)) return false;
+    // With a deadline, never blocked inside send: only in the poll.
+    int flags = MSG_NOSIGNAL | (deadline != nullptr ? MSG_DONTWAIT : 0);
+    ssize_t n = ::send(fd, bytes.data() + done, bytes.size() - done, flags);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0) return false;
     done += static_cast<size_t>(n);
   }
@@ -1215,28 +1233,19 @@ void Serve(int fd, SOFTNDK_FABRIC fabric, std::shared_ptr<std::atomic<bool>> fin
   finished->store(true);
 }
 
-class ChannelTransport final : public PeerTransport {
+// The client's end of a command channel: one request at a time, each bounded by the wait
+// the request names plus kWait; a channel that timed out or broke is marked broken and
+// every later call fails at once.
+class ChannelClient : public PeerTransport {
  public:
-  explicit ChannelTransport(SOFTNDK_FABRIC fabric) {
-    int fds[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-      ADD_FAILURE() << "socketpair: " << std::strerror(errno);
-      broken_ = true;
-      return;
-    }
-    fd_ = fds[0];
-    thread_ = std::thread(Serve, fds[1], fabric, finished_);
-  }
-  ~ChannelTransport() override { Stop(); }
-
   PeerReply Call(const PeerCommand& command, Millis wait) override {
     PeerReply reply;
     reply.status = STATUS_IO_TIMEOUT;
     if (broken_) return reply;
     uint32_t sequence = ++sequence_;
     auto deadline = Clock::now() + wait + kWait;
-    if (!WriteFull(fd_, EncodePeerCommand(command, sequence))) {
-      Broken("the request could not be written");
+    if (!WriteFull(fd_, EncodePeerCommand(command, sequence), &deadline)) {
+      Broken("the request could not be written (the peer is gone or stuck)");
       return reply;
     }
     uint8_t record[kPeerRecordSize];
@@ -1256,6 +1265,36 @@ class ChannelTransport final : public PeerTransport {
     }
     return reply;
   }
+
+ protected:
+  void Broken(const char* what) {
+    broken_ = true;
+    ADD_FAILURE() << "peer channel: " << what << "; the peer is treated as gone" << Ended();
+  }
+  // What became of the peer when its channel broke ("" when it is not known).
+  virtual std::string Ended() { return ""; }
+
+  int fd_ = -1;
+  bool broken_ = false;
+  bool stopped_ = false;
+
+ private:
+  uint32_t sequence_ = 0;
+};
+
+class ChannelTransport final : public ChannelClient {
+ public:
+  explicit ChannelTransport(SOFTNDK_FABRIC fabric) {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+      ADD_FAILURE() << "socketpair: " << std::strerror(errno);
+      broken_ = true;
+      return;
+    }
+    fd_ = fds[0];
+    thread_ = std::thread(Serve, fds[1], fabric, finished_);
+  }
+  ~ChannelTransport() override { Stop(); }
 
   bool Stop() override {
     if (stopped_) return true;
@@ -1278,18 +1317,161 @@ class ChannelTransport final : public PeerTransport {
   }
 
  private:
-  void Broken(const char* what) {
-    broken_ = true;
-    ADD_FAILURE() << "peer channel: " << what << "; the peer is treated as gone";
-  }
-
-  int fd_ = -1;
   std::thread thread_;
   std::shared_ptr<std::atomic<bool>> finished_ = std::make_shared<std::atomic<bool>>(false);
-  uint32_t sequence_ = 0;
-  bool broken_ = false;
-  bool stopped_ = false;
 };
+
+// The process form: this test binary re-executed as the peer (RunPeerProcessIfAsked, called
+// by the suite's main before GoogleTest starts), one child per Peer, reached through a
+// socketpair. The child is forked and at once replaced by a fresh image (execve of
+// /proc/self/exe): only async-signal-safe calls run between fork and exec, so the test's
+// threads and locks never matter. It dies with the thread that forked it (PR_SET_PDEATHSIG,
+// SIGKILL; the test's main thread, which lives as long as the test process), and Stop()
+// reaps it: a clean exit, or a failure saying how it ended, and a child that does not end
+// in time is killed and reaped too.
+constexpr char kPeerFdFlag[] = "--softndk-peer-fd=";
+constexpr char kPeerFabricFlag[] = "--softndk-peer-fabric=";
+constexpr char kPeerParentFlag[] = "--softndk-peer-parent=";
+constexpr int kPeerChildFd = 3;  // the channel's number in the child
+// Exit codes of the peer process.
+constexpr int kPeerExitBadArguments = 2;
+constexpr int kPeerExitOrphaned = 3;
+constexpr int kPeerExitFailures = 4;  // a check failed inside the peer (its output says which)
+constexpr int kPeerExitExecFailed = 127;
+
+std::string DescribeExit(int status) {
+  std::ostringstream text;
+  if (WIFEXITED(status)) {
+    text << "exited with " << WEXITSTATUS(status);
+    switch (WEXITSTATUS(status)) {
+      case kPeerExitBadArguments: text << " (bad arguments)"; break;
+      case kPeerExitOrphaned: text << " (its parent was gone before it started)"; break;
+      case kPeerExitFailures: text << " (a check failed in the peer: see its output above)"; break;
+      case kPeerExitExecFailed: text << " (execve of /proc/self/exe failed)"; break;
+      default: break;
+    }
+  } else if (WIFSIGNALED(status)) {
+    text << "killed by signal " << WTERMSIG(status) << " (" << strsignal(WTERMSIG(status)) << ")";
+  } else {
+    text << "ended with wait status " << status;
+  }
+  return text.str();
+}
+
+class ProcessTransport final : public ChannelClient {
+ public:
+  explicit ProcessTransport(SOFTNDK_FABRIC fabric) {
+    // PR_SET_PDEATHSIG follows the forking thread, not the process: a thread that ends
+    // before the test would take the peer with it.
+    if (::gettid() != ::getpid())
+      ADD_FAILURE() << "the peer process is spawned from a thread other than the main thread: "
+                       "it would die with that thread (PR_SET_PDEATHSIG)";
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+      ADD_FAILURE() << "socketpair: " << std::strerror(errno);
+      broken_ = true;
+      return;
+    }
+    // Everything the child needs is prepared before fork: after it, only async-signal-safe
+    // calls (no allocation, no locks).
+    const pid_t parent = ::getpid();
+    char self[4096] = "/proc/self/exe";  // argv[0]: the binary's name, for ps and the logs
+    ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) self[n] = '\0';
+    std::string args[] = {self,
+                          kPeerFdFlag + std::to_string(kPeerChildFd),
+                          kPeerFabricFlag + std::to_string(static_cast<int>(fabric)),
+                          kPeerParentFlag + std::to_string(parent)};
+    char* argv[] = {args[0].data(), args[1].data(), args[2].data(), args[3].data(), nullptr};
+    const int child_end = fds[1];
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      // The child: die with the parent's thread; a parent already gone is not waited for.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(kPeerExitOrphaned);
+      // The channel becomes descriptor 3 (without close-on-exec); every other inherited
+      // descriptor above 2 is closed (a socket of the test's own adapter must not outlive
+      // it in the peer).
+      if (child_end == kPeerChildFd) {
+        ::fcntl(kPeerChildFd, F_SETFD, 0);
+      } else if (::dup2(child_end, kPeerChildFd) != kPeerChildFd) {
+        ::_exit(kPeerExitExecFailed);
+      }
+      ::syscall(SYS_close_range, kPeerChildFd + 1, ~0u, 0u);
+      ::execve("/proc/self/exe", argv, environ);
+      ::_exit(kPeerExitExecFailed);
+    }
+    int saved = errno;
+    ::close(child_end);
+    if (pid < 0) {
+      ADD_FAILURE() << "fork: " << std::strerror(saved);
+      ::close(fds[0]);
+      broken_ = true;
+      return;
+    }
+    pid_ = pid;
+    fd_ = fds[0];
+  }
+  ~ProcessTransport() override { Stop(); }
+  int process_id() const override { return pid_; }
+
+  bool Stop() override {
+    if (stopped_) return true;
+    stopped_ = true;
+    // EOF: the peer shuts its engine down and exits.
+    if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+    bool ended = true;
+    if (pid_ > 0 && !reaped_) {
+      if (!WaitUntil([&] { return Reap(WNOHANG); }, kWait * 3)) {
+        ended = false;
+        ADD_FAILURE() << "the peer process " << pid_ << " did not end within "
+                      << (kWait * 3).count() << " ms of its channel closing; killed";
+        ::kill(pid_, SIGKILL);
+        Reap(0);
+      }
+      if (!reaped_) {
+        ended = false;
+        ADD_FAILURE() << "waitpid(" << pid_ << "): " << std::strerror(errno);
+      }
+    }
+    if (reaped_ && !(WIFEXITED(status_) && WEXITSTATUS(status_) == 0)) {
+      if (ended) ADD_FAILURE() << "the peer process " << pid_ << " " << DescribeExit(status_);
+      ended = false;
+    }
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    return ended;
+  }
+
+ private:
+  // Collects the child's exit status once it has ended; true when it has been reaped.
+  bool Reap(int options) {
+    if (reaped_) return true;
+    pid_t got;
+    while ((got = ::waitpid(pid_, &status_, options)) < 0 && errno == EINTR) {
+    }
+    if (got == pid_) reaped_ = true;
+    return reaped_ || got < 0;  // an error (no such child): nothing left to wait for
+  }
+  std::string Ended() override {
+    // A child that died is gone at once; give one that is exiting a moment to finish.
+    if (pid_ <= 0 || !WaitUntil([&] { return Reap(WNOHANG); }, Millis(200))) return "";
+    return reaped_ ? "; the peer process " + DescribeExit(status_) : "";
+  }
+
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int status_ = 0;
+};
+
+bool ParseFlag(const char* arg, const char* flag, long long* value) {
+  size_t n = std::strlen(flag);
+  if (std::strncmp(arg, flag, n) != 0) return false;
+  char* end = nullptr;
+  errno = 0;
+  *value = std::strtoll(arg + n, &end, 10);
+  return errno == 0 && end != arg + n && *end == '\0';
+}
 
 }  // namespace
 
@@ -1301,11 +1483,44 @@ std::unique_ptr<PeerTransport> MakeChannelPeer(SOFTNDK_FABRIC fabric) {
   return std::make_unique<ChannelTransport>(fabric);
 }
 
+std::unique_ptr<PeerTransport> MakeProcessPeer(SOFTNDK_FABRIC fabric) {
+  return std::make_unique<ProcessTransport>(fabric);
+}
+
+bool RunPeerProcessIfAsked(int argc, char** argv, int* exit_code) {
+  if (argc < 2 || std::strncmp(argv[1], kPeerFdFlag, std::strlen(kPeerFdFlag)) != 0) return false;
+  long long fd = -1, fabric = -1, parent = -1;
+  if (argc != 4 || !ParseFlag(argv[1], kPeerFdFlag, &fd) ||
+      !ParseFlag(argv[2], kPeerFabricFlag, &fabric) ||
+      !ParseFlag(argv[3], kPeerParentFlag, &parent) || fd < 0) {
+    std::fprintf(stderr, "softndk peer: expected %sN %sN %sPID\n", kPeerFdFlag, kPeerFabricFlag,
+                 kPeerParentFlag);
+    *exit_code = kPeerExitBadArguments;
+    return true;
+  }
+  // PR_SET_PDEATHSIG survived the execve; a parent that ended before it was set is not
+  // waited for.
+  if (::getppid() != static_cast<pid_t>(parent)) {
+    *exit_code = kPeerExitOrphaned;
+    return true;
+  }
+  ::prctl(PR_SET_NAME, "softndk-peer");  // what ps and top show
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  Serve(static_cast<int>(fd), static_cast<SOFTNDK_FABRIC>(fabric), finished);
+  // Checks inside the engine (the harness's helpers it shares) report through GoogleTest,
+  // which records them outside any test here.
+  *exit_code = testing::UnitTest::GetInstance()->ad_hoc_test_result().Failed() ? kPeerExitFailures
+                                                                                 : 0;
+  return true;
+}
+
 // --------------------------------------------------------------------------- facade --
 
 Peer::Peer(PeerForm form, SOFTNDK_FABRIC fabric)
     : form_(form),
-      transport_(form == PeerForm::kChannel ? MakeChannelPeer(fabric) : MakeDirectPeer(fabric)) {}
+      transport_(form == PeerForm::kProcess   ? MakeProcessPeer(fabric)
+                 : form == PeerForm::kChannel ? MakeChannelPeer(fabric)
+                                              : MakeDirectPeer(fabric)) {}
 
 Peer::~Peer() { Shutdown(); }
 

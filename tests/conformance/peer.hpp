@@ -10,8 +10,21 @@
 //                         thread;
 //   - PeerForm::kChannel: a PeerEngine on its own thread, which owns the peer's adapter and
 //                         every peer object, reached only through a socketpair carrying the
-//                         small request/response protocol below. The TCP and shared-memory
-//                         fabrics run the same engine in another process over a pipe.
+//                         small request/response protocol below;
+//   - PeerForm::kProcess: the same engine and protocol in a child process: the test binary
+//                         re-executed (fork, then at once execve of /proc/self/exe with
+//                         --softndk-peer-fd=3 --softndk-peer-fabric=N --softndk-peer-parent=PID,
+//                         which the suite's main hands to RunPeerProcessIfAsked before
+//                         GoogleTest starts), the socketpair's other end as its descriptor 3.
+//                         One child per test (per Peer): spawning, opening and ending one takes
+//                         about 10 ms. It owns the peer's adapter on its own host of the fabric
+//                         (the TCP fabric: its own 127.x.y.z), so every byte between the two
+//                         sides crosses the kernel between two processes; tunables reach it
+//                         through kSetTunable (Start() sets them on both sides). It dies with
+//                         the test's main thread (PR_SET_PDEATHSIG, SIGKILL), exits when its
+//                         channel closes, and Stop() reaps it: a child that crashed, leaked
+//                         under LeakSanitizer or failed a check of its own fails the test with
+//                         how it ended; one that does not end in time is killed and reaped.
 //
 // The protocol: each request is one record of 80 bytes, little-endian —
 //   u32 magic "SNPQ" (0x51504E53), u32 command (PeerOp), u32 sequence, u32 data length,
@@ -121,11 +134,21 @@ class PeerTransport {
   virtual ~PeerTransport() = default;
   // Runs one command; `wait` bounds how long it may take at the peer.
   virtual PeerReply Call(const PeerCommand& command, Millis wait) = 0;
-  // Ends the peer (its engine shuts down what is left). False when it did not end in time.
+  // Ends the peer (its engine shuts down what is left). False when it did not end in time
+  // (or, in the process form, did not exit cleanly).
   virtual bool Stop() = 0;
+  // The peer's own process (the process form), or 0 when it runs in this one.
+  virtual int process_id() const { return 0; }
 };
 std::unique_ptr<PeerTransport> MakeDirectPeer(SOFTNDK_FABRIC fabric);
 std::unique_ptr<PeerTransport> MakeChannelPeer(SOFTNDK_FABRIC fabric);
+std::unique_ptr<PeerTransport> MakeProcessPeer(SOFTNDK_FABRIC fabric);
+
+// The process form's child: when argv asks for it (the arguments MakeProcessPeer passes),
+// serves the peer on the inherited channel until the parent closes it, sets *exit_code and
+// returns true; otherwise returns false at once. The suite's main calls it before
+// GoogleTest parses its flags or registers a test.
+bool RunPeerProcessIfAsked(int argc, char** argv, int* exit_code);
 
 // ----------------------------------------------------------------------- the interface --
 

@@ -347,7 +347,7 @@ TEST_P(PostingTest, R080_SilentSuccessSuppressesOnlySuccessfulEntries) {
   EXPECT_EQ(PostSendInvalidate(q, Ctx(7), {mine.Sge(0, 8)}, fast.remote_token, silent),
             STATUS_SUCCESS);
   ExpectNoResults(q.icq, "successful requests with SILENT_SUCCESS (R080)");
-  // They did happen: the peer got both messages, the write and read moved the byte.
+  // They did happen: the peer got both messages, the write moved the byte.
   EXPECT_EQ(peer().Poll(pair.p.rcq, 2).size(), 2u);
   EXPECT_EQ(peer().ReadMemory(theirs, 512, 1)[0], 0x42);
   // A failing request still produces its entry.
@@ -358,7 +358,9 @@ TEST_P(PostingTest, R080_SilentSuccessSuppressesOnlySuccessfulEntries) {
   ASSERT_EQ(r.size(), 1u) << "a failed SILENT_SUCCESS request still has its entry (R080)";
   EXPECT_EQ(r[0].RequestContext, Ctx(8));
   EXPECT_EQ(r[0].Status, STATUS_ACCESS_VIOLATION) << "bad remote token (docs/DATAPATH.md)";
-  // Its completion proves the silent read's (in order): the byte it brought is here.
+  // The read moved the byte too. Only now is that known: nothing else proves a silent read
+  // complete (on the wire its response may still be on its way when the peer has seen the
+  // messages posted before it); the entry of the write posted after it does (R075).
   EXPECT_EQ(mine.data[64], 0x42);
 }
 
