@@ -782,15 +782,17 @@ void TcpConnection::on_events(uint32_t events) {
 void TcpConnection::on_readable() {
   for (;;) {
     int fd;
+    bool framed;  // FPDUs flow: parser_ is set (under mutex_, by the consumer's Accept)
     {
       std::lock_guard lock(mutex_);
       fd = fd_;
+      framed = phase_ == Phase::kAwaitRtr || phase_ == Phase::kEstablished || phase_ == Phase::kDraining;
     }
     if (fd < 0) return;
     // Tagged payload goes from the socket straight to its place (one copy per byte, the
     // kernel's); everything else through rx_buffer_.
     size_t wanted = 0;
-    ssize_t n = receive_direct(fd, wanted);
+    ssize_t n = framed ? receive_direct(fd, wanted) : 0;
     const bool direct = wanted > 0;
     if (!direct) {
       wanted = rx_small_reads_ ? kBoundaryRead : rx_buffer_.size();
@@ -807,7 +809,7 @@ void TcpConnection::on_readable() {
       rx_small_reads_ = true;  // big tagged payloads flow
     } else {
       consume({rx_buffer_.data(), static_cast<size_t>(n)});
-      rx_small_reads_ = parser_ && parser_->direct_pending() >= kDirectMin;
+      rx_small_reads_ = framed && parser_ && parser_->direct_pending() >= kDirectMin;
     }
     if (static_cast<size_t>(n) < wanted && !rx_small_reads_) return;  // the socket is drained
   }
