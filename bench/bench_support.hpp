@@ -1,9 +1,13 @@
-// What softndk_bench and softndk_iwarp_bench share: their command line and display, and
-// the CPU time other processes used during the run.
+// What softndk_bench and softndk_iwarp_bench share: their command line and display, the
+// CPU time other processes used during the run, and the tools they run as processes.
 #pragma once
 
 #include <benchmark/benchmark.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,7 +18,94 @@
 #include <string>
 #include <vector>
 
+extern char** environ;
+
 namespace softndk::bench {
+
+// A tool run as a child process (no shell), its standard output and error collected; killed
+// and reaped if it is still running when this goes.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, const std::vector<std::string>& env) {
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    std::vector<std::string> environment(env);
+    std::vector<char*> envp;
+    for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+    for (std::string& e : environment) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    int out[2];
+    if (pipe(out) != 0) return;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, out[1], STDERR_FILENO);
+    posix_spawn_file_actions_addclose(&actions, out[0]);
+    if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), envp.data()) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(out[1]);
+    out_ = out[0];
+  }
+  ~Process() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (out_ >= 0) ::close(out_);
+  }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  // Reads output until a line containing `text` arrived: that line, or "" after `limit`.
+  std::string read_until(const std::string& text, std::chrono::milliseconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      if (size_t at = output_.find(text); at != std::string::npos) {
+        size_t line_end = output_.find('\n', at);
+        if (line_end != std::string::npos) {
+          const size_t start = output_.rfind('\n', at);
+          return output_.substr(start == std::string::npos ? 0 : start + 1,
+                                line_end - (start == std::string::npos ? 0 : start + 1));
+        }
+      }
+      if (!read_some(end)) return "";
+    }
+  }
+  // Waits for the process to exit (killing it after `limit`); everything it wrote.
+  const std::string& finish(std::chrono::milliseconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (read_some(end)) {
+    }
+    if (pid_ > 0) {
+      if (waitpid(pid_, nullptr, WNOHANG) != pid_) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
+      }
+      pid_ = -1;
+    }
+    return output_;
+  }
+  const std::string& output() const { return output_; }
+
+ private:
+  // Appends what the process wrote, waiting until `end`; false at its end or the deadline.
+  bool read_some(std::chrono::steady_clock::time_point end) {
+    if (out_ < 0) return false;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    pollfd p{out_, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) return false;
+    char chunk[4096];
+    const ssize_t n = ::read(out_, chunk, sizeof chunk);
+    if (n <= 0) return false;
+    output_.append(chunk, static_cast<size_t>(n));
+    return true;
+  }
+
+  pid_t pid_ = -1;
+  int out_ = -1;
+  std::string output_;
+};
 
 // Initialises Google Benchmark with our defaults first (5 repetitions, aggregates only), so
 // that `arguments` (the command line but the program name) override them. False when an

@@ -32,6 +32,8 @@
 #include "perf/pair.hpp"
 #include "tcp_baseline_lib.hpp"
 
+#include <nlohmann/json.hpp>
+
 namespace {
 
 namespace perf = softndk::perf;
@@ -51,6 +53,10 @@ uint64_t g_divisor = 1;
 // completion proves the silent ones before it). --signal-all: every request is, and on
 // iWARP each then waits for the proof that the peer placed it.
 ULONG g_flags = NDK_OP_FLAG_SILENT_SUCCESS;
+// SoftNDK's side: two ndkperf processes (the default, as the baseline's two threads), or
+// --one-process: a Pair in this process, one thread driving both ends.
+bool g_one_process = false;
+std::string g_ndkperf = SOFTNDK_NDKPERF;
 
 // Messages per repetition, the same for both sides: 20000 round trips for the ping-pong,
 // 256 MiB for a stream (as tcp_baseline's defaults). A tenth more as warm-up.
@@ -170,6 +176,50 @@ bool measure_ndk(const Case& c, double& figure, double& seconds, std::string& er
   return true;
 }
 
+// The same measurement between two processes, as the baseline's two threads: an ndkperf
+// --server pinned to the second CPU and an ndkperf --client pinned to the first, each
+// driving its own side (its CQ polls drive its socket). The CRC is the iwarp_crc tunable,
+// passed to both through the environment.
+bool measure_ndk_processes(const Case& c, double& figure, double& seconds, std::string& error) {
+  const std::string crc = std::string("SOFTNDK_IWARP_CRC=") + (c.crc ? "1" : "0");
+  bench::Process server({g_ndkperf, "--fabric", "tcp", "--server", "--bind", "127.0.0.1", "-p", "0", "--cpu",
+                         std::to_string(g_cpu_b)},
+                        {crc});
+  constexpr std::string_view kListening = "listening on 127.0.0.1:";
+  const std::string line = server.read_until(std::string(kListening), std::chrono::seconds(10));
+  const size_t at = line.find(kListening);
+  const std::string port = at == std::string::npos ? "" : std::to_string(std::atoi(line.c_str() + at + kListening.size()));
+  if (port.empty() || port == "0") {
+    error = "ndkperf --server did not say where it listens: " + server.output();
+    return false;
+  }
+  const uint64_t n = messages(c.latency(), c.size);
+  const char* op = c.kind == Kind::kSendLatency ? "send" : c.kind == Kind::kWriteBandwidth ? "write" : "read";
+  std::vector<std::string> argv = {g_ndkperf, "--fabric", "tcp", "--client",
+                                   "127.0.0.1:" + port, "--cpu", std::to_string(g_cpu_a),
+                                   op, c.latency() ? "--lat" : "--bw", "-s", std::to_string(c.size),
+                                   "-n", std::to_string(n), "-w", std::to_string(n / 10),
+                                   "-q", std::to_string(kQueueDepth), "--json", "--no-progress"};
+  if (g_flags & NDK_OP_FLAG_SILENT_SUCCESS) argv.push_back("--silent");
+  bench::Process client(argv, {crc});
+  const std::string out = client.finish(std::chrono::seconds(120));
+  server.finish(std::chrono::seconds(10));
+  try {
+    const auto result = nlohmann::json::parse(out).at("results").at(0);
+    if (result.at("status") != "ok") {
+      error = "ndkperf: " + result.value("error", std::string("failed"));
+      return false;
+    }
+    seconds = result.at("seconds").get<double>();
+    figure = c.latency() ? result.at("latency_ns").at("median").get<double>()
+                         : result.at("bytes_per_second").get<double>();
+    return true;
+  } catch (const std::exception& e) {
+    error = std::string("ndkperf --client: ") + e.what() + ": " + out.substr(0, 400);
+    return false;
+  }
+}
+
 // ---- the baseline -------------------------------------------------------------------------
 
 // One raw TCP measurement (one repetition) on a fresh loopback connection, torn down
@@ -205,8 +255,10 @@ void bm_case(benchmark::State& state, const Case& c) {
   std::string error;
   bool ok = true;
   for (int turn = 0; turn < 2 && ok; ++turn) {
-    ok = (turn == 0) == ndk_first ? measure_ndk(c, s.ndk, ndk_seconds, error)
-                                  : measure_tcp(c, s.tcp, tcp_seconds, error);
+    ok = (turn == 0) == ndk_first
+             ? (g_one_process ? measure_ndk(c, s.ndk, ndk_seconds, error)
+                              : measure_ndk_processes(c, s.ndk, ndk_seconds, error))
+             : measure_tcp(c, s.tcp, tcp_seconds, error);
   }
   const uint64_t n = messages(c.latency(), c.size) * (c.latency() ? 2 : 1);
   while (state.KeepRunningBatch(static_cast<benchmark::IterationCount>(n))) {
@@ -357,11 +409,12 @@ class SummaryReporter : public benchmark::BenchmarkReporter {
 
 int main(int argc, char** argv) {
   // --quick (ours, not Google Benchmark's): a 64th of the messages, for a smoke test;
-  // --signal-all: see g_flags.
+  // --signal-all: see g_flags; --one-process: see g_one_process.
   std::vector<char*> arguments;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) g_divisor = 64;
     else if (std::strcmp(argv[i], "--signal-all") == 0) g_flags = 0;
+    else if (std::strcmp(argv[i], "--one-process") == 0) g_one_process = true;
     else arguments.push_back(argv[i]);
   }
   if (!bench::initialize(argv[0], arguments)) return 1;
