@@ -132,7 +132,7 @@ class Engine {
  public:
   Engine(const Link& link, const Params& params, Result& result)
       : p_(params), r_(result), link_(link), client_(link.client), server_(link.server),
-        local_client_(!link.client.remote), local_server_(!link.server.remote) {}
+        local_server_(!link.server.remote) {}
 
   // The client's side of a run (both sides when both endpoints are local).
   void execute() {
@@ -362,7 +362,7 @@ class Engine {
   const Link link_;
   Endpoint& client_;
   Endpoint& server_;
-  const bool local_client_, local_server_;
+  const bool local_server_;  // one process: this thread drives the server's side too
   // Two processes.
   bool serving_ = false;         // this is the server process's side
   uint64_t run_number_ = 0;
