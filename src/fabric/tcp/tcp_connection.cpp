@@ -290,9 +290,9 @@ void TcpConnection::complete(QpEndpoint* qp) {
   qp_.store(qp, std::memory_order_release);
   phase_ = Phase::kEstablished;
   if (rtr_ & rtr::kZeroLengthWrite) {
-    TxItem rtr;
+    TxItem& rtr = tx_.push_slot();
+    rtr.reset();
     rtr.message.opcode = Opcode::kRdmaWrite;
-    tx_.push_back(std::move(rtr));
   } else if (rtr_ & rtr::kZeroLengthRead) {
     queue_empty_read_locked(/*covers=*/0);
   }
@@ -316,14 +316,9 @@ void TcpConnection::disconnect_locked() {
   // Graceful: what is on the wire completes (its placement proven by a fence), what was
   // not sent yet is flushed; FIN once nothing is in flight. Input is discarded meanwhile,
   // but for read responses and a Terminate.
-  for (auto it = tx_.begin(); it != tx_.end();) {
-    if (encoder_ && !sending_response_ && it == tx_.begin()) {
-      ++it;
-      continue;
-    }
-    if (it->completes) finish_request_locked(it->request, STATUS_CANCELLED);
-    it = tx_.erase(it);
-  }
+  const size_t in_progress = encoder_ && !sending_response_ ? 1 : 0;  // finishes its FPDU only
+  for (; tx_.size() > in_progress; tx_.pop_back())
+    if (tx_.back().completes) finish_request_locked(tx_.back().request, STATUS_CANCELLED);
   // Reads whose request never left: reads_ is in posting order, and the first
   // reads_in_flight_ of it are on the wire (counted as each request starts).
   while (reads_.size() > reads_in_flight_) {
@@ -355,14 +350,9 @@ void TcpConnection::end_locked(const TerminateInfo* terminate) {
                            phase_ == Phase::kDraining;
   phase_ = Phase::kDraining;
   // Requests not yet on the wire never will be; those in flight are flushed.
-  for (auto it = tx_.begin(); it != tx_.end();) {
-    if (encoder_ && !sending_response_ && it == tx_.begin()) {  // the message in progress finishes its FPDU only
-      ++it;
-      continue;
-    }
-    it = tx_.erase(it);
-  }
-  if (!responses_.empty()) responses_.erase(responses_.begin() + (encoder_ && sending_response_ ? 1 : 0), responses_.end());
+  // The message in progress finishes its FPDU only.
+  while (tx_.size() > (encoder_ && !sending_response_ ? 1u : 0u)) tx_.pop_back();
+  while (responses_.size() > (encoder_ && sending_response_ ? 1u : 0u)) responses_.pop_back();
   reads_.clear();
   for (uint64_t i = 0; i < requests_.size(); ++i)
     if (!requests_[i].done) finish_request_locked(first_request_ + i, STATUS_CANCELLED);
@@ -396,16 +386,29 @@ void TcpConnection::confirm_locked(uint64_t covers) {
     }
 }
 
-void TcpConnection::queue_empty_read_locked(uint64_t covers) {
-  TxItem read;
-  read.message.opcode = Opcode::kRdmaReadRequest;
-  read.message.msn = read_msn_++;
-  read.read_request = true;
-  const uint32_t sink = next_sink_stag_++;
+TcpConnection::PendingRead& TcpConnection::new_read_locked(uint64_t request, uint64_t length,
+                                                           uint64_t covers, uint32_t token,
+                                                           uint64_t address, bool fence) {
+  PendingRead& read = reads_.push_slot();
+  read.request = request;
+  read.sink_stag = next_sink_stag_++;
   if (next_sink_stag_ == 0) next_sink_stag_ = 1;
-  read.message.read_request.data_sink_stag = sink;
-  tx_.push_back(std::move(read));
-  reads_.push_back(PendingRead{kNoRequest, sink, 0, covers, 0, {}});
+  read.length = length;
+  read.covers = covers;
+  read.received = 0;
+  read.sink.clear();
+  TxItem& item = tx_.push_slot();
+  item.reset();
+  item.message.opcode = Opcode::kRdmaReadRequest;
+  item.message.msn = read_msn_++;
+  item.message.read_request = {read.sink_stag, 0, static_cast<uint32_t>(length), token, address};
+  item.read_request = true;
+  item.fence = fence;
+  return read;
+}
+
+void TcpConnection::queue_empty_read_locked(uint64_t covers) {
+  new_read_locked(kNoRequest, 0, covers, 0, 0, false);
 }
 
 bool TcpConnection::queue_fence_locked() {
@@ -514,7 +517,7 @@ void TcpConnection::fail_connection(const TerminateInfo& terminate, NTSTATUS sta
 // -------------------------------------------------------------------- data path --
 
 uint64_t TcpConnection::add_request_locked() {
-  requests_.push_back(Request{});
+  requests_.push_slot() = Request{};
   return first_request_ + requests_.size() - 1;
 }
 
@@ -526,18 +529,12 @@ void TcpConnection::finish_request_locked(uint64_t request, NTSTATUS status) {
   r.status = status;
 }
 
-NTSTATUS TcpConnection::enqueue_locked(TxItem&& item) {
-  if (phase_ != Phase::kEstablished) return STATUS_CANCELLED;  // ended meanwhile: flushed
-  tx_.push_back(std::move(item));
-  pump_locked();
-  return STATUS_PENDING;
-}
-
 NTSTATUS TcpConnection::post(const TxMessage& message, const ExtentList& data, ULONG flags) {
   {
     std::lock_guard lock(mutex_);
     if (phase_ != Phase::kEstablished) return STATUS_CANCELLED;  // ended meanwhile: flushed
-    TxItem item;
+    TxItem& item = tx_.push_slot();
+    item.reset();
     item.message = message;
     if (!opcode_info(message.opcode).tagged) item.message.msn = send_msn_++;  // the Sends
     append_iov(item.payload, data);
@@ -550,7 +547,7 @@ NTSTATUS TcpConnection::post(const TxMessage& message, const ExtentList& data, U
     r.silent = (flags & NDK_OP_FLAG_SILENT_SUCCESS) != 0;
     item.completes = true;  // once placed, or once the socket has every byte
     item.fence = (flags & NDK_OP_FLAG_READ_FENCE) != 0;
-    enqueue_locked(std::move(item));
+    pump_locked();
   }
   deliver_completions();
   return STATUS_PENDING;
@@ -580,21 +577,14 @@ NTSTATUS TcpConnection::read(Side, const ExtentList& into, uint32_t token, uint6
     std::lock_guard lock(mutex_);
     if (phase_ != Phase::kEstablished) return STATUS_CANCELLED;
     const uint64_t request = add_request_locked();
-    // The read's response also proves the placement of every send and write before it.
-    PendingRead read{request, next_sink_stag_++, into.total(), request, 0, {}};
-    if (next_sink_stag_ == 0) next_sink_stag_ = 1;
     requests_.back().opcode = Opcode::kRdmaReadRequest;
     requests_.back().msn = read_msn_;
+    // The read's response also proves the placement of every send and write before it.
     fenced_upto_ = std::max(fenced_upto_, request);
+    PendingRead& read = new_read_locked(request, into.total(), request, token, address,
+                                        (flags & NDK_OP_FLAG_READ_FENCE) != 0);
     append_iov(read.sink, into);
-    TxItem item;
-    item.message.opcode = Opcode::kRdmaReadRequest;
-    item.message.msn = read_msn_++;
-    item.message.read_request = {read.sink_stag, 0, static_cast<uint32_t>(into.total()), token, address};
-    item.read_request = true;
-    item.fence = (flags & NDK_OP_FLAG_READ_FENCE) != 0;
-    reads_.push_back(std::move(read));
-    enqueue_locked(std::move(item));
+    pump_locked();
   }
   deliver_completions();
   return STATUS_PENDING;
@@ -604,7 +594,7 @@ NTSTATUS TcpConnection::local(Side) {
   {
     std::lock_guard lock(mutex_);
     if (requests_.empty()) return STATUS_SUCCESS;
-    requests_.push_back(Request{.done = true});  // done, delivered after those before it
+    requests_.push_slot() = Request{.done = true};  // done, delivered after those before it
   }
   deliver_completions();
   return STATUS_PENDING;
@@ -705,7 +695,7 @@ void TcpConnection::pump_locked() {
         if (next.read_request && reads_in_flight_ >= ord_) break;  // ORD (R178)
       }
     }
-    std::deque<TxItem>& queue = sending_response_ ? responses_ : tx_;
+    Ring<TxItem>& queue = sending_response_ ? responses_ : tx_;
     TxItem& item = queue.front();
     if (!encoder_) {
       if (item.read_response) {
@@ -1180,16 +1170,16 @@ Verdict TcpConnection::end_segment(const Segment& s) {
           phase_ = Phase::kEstablished;
           rtr = true;
         }
-        TxItem item;
-        item.message.opcode = Opcode::kRdmaReadResponse;
-        item.message.stag = r.data_sink_stag;
-        item.message.to = r.data_sink_to;
-        item.read_response = r.rdma_read_message_size > 0;
-        item.source_stag = r.data_source_stag;
-        item.source_to = r.data_source_to;
-        item.source_length = r.rdma_read_message_size;
         if (phase_ == Phase::kEstablished) {
-          responses_.push_back(std::move(item));
+          TxItem& item = responses_.push_slot();
+          item.reset();
+          item.message.opcode = Opcode::kRdmaReadResponse;
+          item.message.stag = r.data_sink_stag;
+          item.message.to = r.data_sink_to;
+          item.read_response = r.rdma_read_message_size > 0;
+          item.source_stag = r.data_source_stag;
+          item.source_to = r.data_source_to;
+          item.source_length = r.rdma_read_message_size;
           pump_locked();
         }
       }

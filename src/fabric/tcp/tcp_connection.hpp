@@ -22,7 +22,6 @@
 #include <sys/uio.h>
 
 #include <atomic>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -33,6 +32,7 @@
 #include "fabric/tcp/iwarp_mpa.hpp"
 #include "fabric/tcp/iwarp_rx.hpp"
 #include "fabric/tcp/iwarp_tx.hpp"
+#include "fabric/tcp/ring.hpp"
 
 namespace softndk::fabric::tcp {
 
@@ -104,7 +104,8 @@ class TcpConnection final : public Connection,
     kClosed,         // the socket is closed
   };
 
-  // One message to transmit.
+  // One message to transmit. Its slot in tx_ or responses_ is reused (ring.hpp): reset()
+  // before filling it keeps the payload vector's capacity.
   struct TxItem {
     TxMessage message;          // headers; payload set when it starts
     std::vector<iovec> payload; // the bytes, referenced in place
@@ -117,6 +118,12 @@ class TcpConnection final : public Connection,
     uint32_t source_stag = 0;
     uint64_t source_to = 0;
     uint32_t source_length = 0;
+    void reset() {
+      std::vector<iovec> keep = std::move(payload);
+      keep.clear();
+      *this = TxItem{};
+      payload = std::move(keep);
+    }
   };
   // An initiator request in flight, in posting order.
   struct Request {
@@ -134,12 +141,12 @@ class TcpConnection final : public Connection,
   // proves the placement of the sends and writes before it (request kNoRequest).
   static constexpr uint64_t kNoRequest = UINT64_MAX;
   struct PendingRead {
-    uint64_t request;
-    uint32_t sink_stag;
-    uint64_t length;
+    uint64_t request = kNoRequest;
+    uint32_t sink_stag = 0;
+    uint64_t length = 0;
     uint64_t covers = 0;  // requests numbered below this were posted before it
     uint64_t received = 0;
-    std::vector<iovec> sink;
+    std::vector<iovec> sink;  // its capacity is kept when the slot is reused
   };
 
   // ---- FpduSink (the handler's thread) ----
@@ -182,7 +189,10 @@ class TcpConnection final : public Connection,
   // response proves the placement of the requests numbered below `covers`.
   void queue_empty_read_locked(uint64_t covers);
   void close_locked();
-  NTSTATUS enqueue_locked(TxItem&& item);
+  // A Read Request of ours, queued (its slots in reads_ and tx_ reused): a consumer's read
+  // (`request`), or a zero-length one (kNoRequest).
+  PendingRead& new_read_locked(uint64_t request, uint64_t length, uint64_t covers, uint32_t token,
+                               uint64_t address, bool fence);
   // A send or write: queued, completed once the socket has all of it.
   NTSTATUS post(const TxMessage& message, const ExtentList& data, ULONG flags);
   void negotiated_locked(const MpaFrame& request, const MpaFrame& reply);
@@ -229,8 +239,8 @@ class TcpConnection final : public Connection,
   TxOptions tx_options_;
   std::vector<uint8_t> raw_;  // bytes to send before (MPA frames) or after (Terminate) FPDUs
   size_t raw_sent_ = 0;
-  std::deque<TxItem> tx_;         // our requests (and the RTR, fences), in posting order
-  std::deque<TxItem> responses_;  // Read Responses to the peer, in its requests' order
+  Ring<TxItem> tx_;         // our requests (and the RTR, fences), in posting order
+  Ring<TxItem> responses_;  // Read Responses to the peer, in its requests' order
   bool sending_response_ = false; // the message in progress is responses_.front()
   std::optional<FpduEncoder> encoder_;  // of the message in progress
   FpduFrame frame_;
@@ -244,10 +254,10 @@ class TcpConnection final : public Connection,
   bool fin_after_drain_ = false;
 
   // Requests in flight.
-  std::deque<Request> requests_;
+  Ring<Request> requests_;
   uint64_t first_request_ = 0;  // the number of requests_.front()
   bool delivering_ = false;
-  std::deque<PendingRead> reads_;  // ours, posting order
+  Ring<PendingRead> reads_;  // ours, posting order
   uint32_t reads_in_flight_ = 0;   // read requests sent, not answered
   uint32_t next_sink_stag_ = 1;
   uint64_t sent_upto_ = 0;     // requests numbered below this have left (or are reads)
