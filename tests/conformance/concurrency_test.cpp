@@ -149,11 +149,13 @@ TEST_P(ConcurrencyTest, R067_ReceiveAndInitiatorQueuesConcurrently) {
   std::thread initiator([&] {
     start.Wait();
     for (int i = 0; i < kN; ++i) {
-      NDK_SGE sge = mine.Sge(512, 16);
+      // Writes read mine[512, 528), reads fill mine[1024, 1040); both at theirs + 256, away
+      // from the bytes the peer's sends read below (a concurrent fabric would race there).
+      NDK_SGE sge = mine.Sge(i % 2 == 0 ? 512 : 1024, 16);
       NTSTATUS s = i % 2 == 0 ? q.qp->Dispatch->NdkWrite(q.qp, Ctx(1000 + i), &sge, 1,
-                                                         theirs.address, theirs.remote_token, 0)
+                                                         theirs.address + 256, theirs.remote_token, 0)
                               : q.qp->Dispatch->NdkRead(q.qp, Ctx(1000 + i), &sge, 1,
-                                                        theirs.address, theirs.remote_token, 0);
+                                                        theirs.address + 256, theirs.remote_token, 0);
       EXPECT_EQ(s, STATUS_SUCCESS) << "(R067)";
     }
   });

@@ -36,12 +36,14 @@ TEST_P(PostingTest, R073_R104_R122_EachRequestCompletesOnItsQueuesCqWithItsType)
   ASSERT_EQ(PostReceive(q, Ctx(1), {mine.Sge(0, 64)}), STATUS_SUCCESS);
   ASSERT_EQ(peer().Send(pair.p.qp, 0, {{theirs.id, 0, 16}}), STATUS_SUCCESS);
   // The seven initiator requests.
-  ASSERT_EQ(peer().Receive(pair.p.qp, 0, {{theirs.id, 0, 64}}), STATUS_SUCCESS);
-  ASSERT_EQ(peer().Receive(pair.p.qp, 0, {{theirs.id, 64, 64}}), STATUS_SUCCESS);
-  EXPECT_EQ(PostSend(q, Ctx(2), {mine.Sge(0, 8)}), STATUS_SUCCESS);
-  EXPECT_EQ(PostWrite(q, Ctx(3), {mine.Sge(0, 8)}, theirs.address, theirs.remote_token),
+  // Every transfer has bytes of its own: the receive above may still be landing in
+  // mine[0, 64) and the peer's send still reading theirs[0, 16) (a concurrent fabric).
+  ASSERT_EQ(peer().Receive(pair.p.qp, 0, {{theirs.id, 128, 64}}), STATUS_SUCCESS);
+  ASSERT_EQ(peer().Receive(pair.p.qp, 0, {{theirs.id, 192, 64}}), STATUS_SUCCESS);
+  EXPECT_EQ(PostSend(q, Ctx(2), {mine.Sge(512, 8)}), STATUS_SUCCESS);
+  EXPECT_EQ(PostWrite(q, Ctx(3), {mine.Sge(512, 8)}, theirs.address + 256, theirs.remote_token),
             STATUS_SUCCESS);
-  EXPECT_EQ(PostRead(q, Ctx(4), {mine.Sge(8, 8)}, theirs.address, theirs.remote_token),
+  EXPECT_EQ(PostRead(q, Ctx(4), {mine.Sge(1024, 8)}, theirs.address + 256, theirs.remote_token),
             STATUS_SUCCESS);
   EXPECT_EQ(
       PostBind(q, Ctx(5), mine.mr, mw, mine.address(0), PAGE_SIZE, NDK_OP_FLAG_ALLOW_REMOTE_READ),
@@ -50,7 +52,7 @@ TEST_P(PostingTest, R073_R104_R122_EachRequestCompletesOnItsQueuesCqWithItsType)
                              NDK_OP_FLAG_ALLOW_LOCAL_WRITE),
             STATUS_SUCCESS);
   EXPECT_EQ(PostInvalidate(q, Ctx(7), H(mw)), STATUS_SUCCESS);
-  EXPECT_EQ(PostSendInvalidate(q, Ctx(8), {mine.Sge(0, 8)}, fast.remote_token), STATUS_SUCCESS);
+  EXPECT_EQ(PostSendInvalidate(q, Ctx(8), {mine.Sge(512, 8)}, fast.remote_token), STATUS_SUCCESS);
 
   std::vector<NDK_RESULT_EX> received = Poll(q.rcq, 1);
   ASSERT_EQ(received.size(), 1u);
