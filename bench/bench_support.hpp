@@ -140,7 +140,7 @@ inline std::unique_ptr<benchmark::BenchmarkReporter> display_reporter(const std:
 
 struct CpuSample {
   double machine = 0;  // seconds of busy CPU, all CPUs
-  double self = 0;     // seconds of CPU used by this process (all its threads)
+  double self = 0;     // seconds of CPU used by this process (all its threads) and its children
   std::chrono::steady_clock::time_point wall = std::chrono::steady_clock::now();
   bool valid = false;
 };
@@ -156,10 +156,13 @@ inline CpuSample sample_cpu() {
   if (n != 8) return s;
   const double tick = 1.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
   s.machine = static_cast<double>(user + nice + system + irq + softirq + steal) * tick;
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
   auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6; };
-  s.self = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+  // This process and the children it ran and reaped (the tools a benchmark starts).
+  for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
+    rusage usage{};
+    getrusage(who, &usage);
+    s.self += seconds(usage.ru_utime) + seconds(usage.ru_stime);
+  }
   s.valid = true;
   return s;
 }
