@@ -392,9 +392,10 @@ class SummaryReporter : public benchmark::BenchmarkReporter {
     }
     std::fprintf(o,
                  "(ratio: SoftNDK median / TCP median, then the range of the per-repetition ratios; %zu repetition(s),\n"
-                 " SoftNDK and TCP alternating. Latency: median of one-way samples. Write bandwidth is timed until a\n"
-                 " read behind the last write returned, i.e. every byte placed; TCP's until the server has them all.)\n",
-                 g_records.empty() ? size_t{0} : g_records.front().samples.size());
+                 " SoftNDK and TCP alternating; SoftNDK %s. Latency: median of one-way samples. Write\n"
+                 " bandwidth is timed until every byte was placed; TCP's until the server has them all.)\n",
+                 g_records.empty() ? size_t{0} : g_records.front().samples.size(),
+                 g_one_process ? "in this process" : "as two ndkperf processes");
     std::fprintf(o, "bars: %d of %d met%s\n", bars - misses, bars,
                  misses ? " -- a miss is a measurement, not an error (exit status 0)" : "");
     bench::print_other_activity(o, "", start_);
