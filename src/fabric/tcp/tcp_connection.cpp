@@ -81,19 +81,35 @@ void append_iov(std::vector<iovec>& out, const ExtentList& extents) {
     out.push_back({extents.begin()[i].data, extents.begin()[i].length});
 }
 
-// Copies `bytes` to `offset` of the memory an iovec list describes; the bytes copied.
-size_t copy_to_iov(const std::vector<iovec>& to, uint64_t offset, std::span<const uint8_t> bytes) {
-  size_t done = 0;
-  for (const iovec& v : to) {
-    if (done == bytes.size()) break;
+// The window [offset, offset + length) of the memory `in` describes, as at most `max`
+// iovecs in `out`; their count (fewer bytes than asked when `in` or `max` runs out).
+size_t slice_iov(std::span<const iovec> in, uint64_t offset, uint64_t length, iovec* out, size_t max) {
+  size_t count = 0;
+  for (const iovec& v : in) {
+    if (length == 0 || count == max) break;
     if (offset >= v.iov_len) {
       offset -= v.iov_len;
       continue;
     }
-    const size_t n = std::min<size_t>(v.iov_len - offset, bytes.size() - done);
-    std::memcpy(static_cast<uint8_t*>(v.iov_base) + offset, bytes.data() + done, n);
-    done += n;
+    const size_t piece = static_cast<size_t>(std::min<uint64_t>(v.iov_len - offset, length));
+    out[count++] = {static_cast<uint8_t*>(v.iov_base) + offset, piece};
+    length -= piece;
     offset = 0;
+  }
+  return count;
+}
+
+// Copies `bytes` to `offset` of the memory an iovec list describes; the bytes copied.
+size_t copy_to_iov(const std::vector<iovec>& to, uint64_t offset, std::span<const uint8_t> bytes) {
+  size_t done = 0;
+  iovec pieces[16];
+  while (done < bytes.size()) {
+    const size_t count = slice_iov(to, offset + done, bytes.size() - done, pieces, std::size(pieces));
+    if (count == 0) break;
+    for (size_t i = 0; i < count; ++i) {
+      std::memcpy(pieces[i].iov_base, bytes.data() + done, pieces[i].iov_len);
+      done += pieces[i].iov_len;
+    }
   }
   return done;
 }
@@ -642,18 +658,8 @@ bool TcpConnection::send_raw_locked() {
 
 bool TcpConnection::send_fpdu_locked() {
   while (fpdu_sent_ < fpdu_size_) {
-    // Skip what went out already.
-    iovec iov[kFpduIov];
-    size_t count = 0, skip = fpdu_sent_;
-    for (size_t i = 0; i < fpdu_iov_count_; ++i) {
-      if (skip >= fpdu_iov_[i].iov_len) {
-        skip -= fpdu_iov_[i].iov_len;
-        continue;
-      }
-      iov[count].iov_base = static_cast<uint8_t*>(fpdu_iov_[i].iov_base) + skip;
-      iov[count++].iov_len = fpdu_iov_[i].iov_len - skip;
-      skip = 0;
-    }
+    iovec iov[kFpduIov];  // what has not gone out yet
+    const size_t count = slice_iov({fpdu_iov_, fpdu_iov_count_}, fpdu_sent_, fpdu_size_ - fpdu_sent_, iov, kFpduIov);
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = count;
@@ -844,19 +850,7 @@ ssize_t TcpConnection::receive_direct(int fd, size_t& wanted) {
   std::lock_guard lock(mutex_);
   if (reads_.empty()) return 0;
   PendingRead& read = reads_.front();
-  uint64_t skip = at;
-  uint64_t left = length;
-  for (const iovec& v : read.sink) {
-    if (left == 0 || count == kDirectIov) break;
-    if (skip >= v.iov_len) {
-      skip -= v.iov_len;
-      continue;
-    }
-    const size_t piece = static_cast<size_t>(std::min<uint64_t>(v.iov_len - skip, left));
-    direct_iov_[count++] = {static_cast<uint8_t*>(v.iov_base) + skip, piece};
-    left -= piece;
-    skip = 0;
-  }
+  count = slice_iov(read.sink, at, length, direct_iov_, kDirectIov);
   if (count == 0) return 0;
   receive();
   if (n > 0) read.received += static_cast<uint64_t>(n);
