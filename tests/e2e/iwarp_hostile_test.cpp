@@ -294,14 +294,7 @@ class IwarpHostile : public LinkFixture<int> {
 
   // Messages as an honest peer would build them (CRC on).
   static Bytes write_fpdu(uint32_t stag, uint64_t to, size_t length, uint8_t fill, bool last = true) {
-    Bytes data(length, fill);
-    iovec v{data.data(), data.size()};
-    TxMessage m;
-    m.opcode = Opcode::kRdmaWrite;
-    m.stag = stag;
-    m.to = to;
-    m.payload = {&v, 1};
-    Bytes b = encode(true, m, 9000);
+    Bytes b = encode_tagged(true, Opcode::kRdmaWrite, stag, to, length, fill, 9000);
     if (!last) {
       b[kDdpControl] &= static_cast<uint8_t>(~ddp_flag::kLast);
       reseal(b);
@@ -533,14 +526,7 @@ TEST_F(IwarpHostile, ReadOfAnUnknownStagTerminatesWithInvalidStag) {
 
 TEST_F(IwarpHostile, ReadResponseNobodyAskedForTerminates) {
   ASSERT_NO_FATAL_FAILURE(establish_attack());
-  Bytes data(64, 0xEE);
-  iovec v{data.data(), data.size()};
-  TxMessage m;
-  m.opcode = Opcode::kRdmaReadResponse;
-  m.stag = 0x1234;
-  m.to = 0;
-  m.payload = {&v, 1};
-  attack(encode(true, m));
+  attack(encode_tagged(true, Opcode::kRdmaReadResponse, 0x1234, 0, 64, 0xEE));
   expect_terminated(term::kDdpTaggedInvalidStag, STATUS_ACCESS_VIOLATION);
   expect_no_byte_changed();
   expect_still_serving();

@@ -13,8 +13,7 @@ namespace {
 
 using namespace e2e;
 using raw_peer::RawResponder;
-using raw_peer::Bytes;
-using raw_peer::encode;
+using raw_peer::encode_tagged;
 using namespace softndk::fabric::tcp;
 
 // One side of SoftNDK on loopback, connected to the raw responder (ORD 2).
@@ -101,14 +100,7 @@ class IwarpReadResponses : public IwarpOrd {
  protected:
   // Sends a Read Response of `length` bytes of 0xEE for sink STag `stag` at offset `to`.
   bool respond(uint32_t stag, uint64_t to, size_t length) {
-    Bytes data(length, 0xEE);
-    iovec v{data.data(), data.size()};
-    TxMessage m;
-    m.opcode = Opcode::kRdmaReadResponse;
-    m.stag = stag;
-    m.to = to;
-    m.payload = {&v, 1};
-    return responder.send(encode(responder.crc(), m));
+    return responder.send(encode_tagged(responder.crc(), Opcode::kRdmaReadResponse, stag, to, length, 0xEE));
   }
   void expect_terminated_with(const TerminateCode& code) {
     responder.reader().read_until(5000, [&] { return !responder.reader().terminates().empty(); });

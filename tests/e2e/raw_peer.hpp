@@ -131,6 +131,20 @@ inline Bytes encode(bool crc, const TxMessage& message, uint32_t max_fpdu = 1460
   return bytes;
 }
 
+// A tagged message (RDMA Write or Read Response) of `length` bytes of `fill` for `stag` at
+// `to`, as FPDUs of at most `max_fpdu` bytes.
+inline Bytes encode_tagged(bool crc, Opcode opcode, uint32_t stag, uint64_t to, size_t length, uint8_t fill,
+                           uint32_t max_fpdu = 1460) {
+  Bytes data(length, fill);
+  iovec v{data.data(), data.size()};
+  TxMessage m;
+  m.opcode = opcode;
+  m.stag = stag;
+  m.to = to;
+  m.payload = {&v, 1};
+  return encode(crc, m, max_fpdu);
+}
+
 // Recomputes the CRC field of the one FPDU in `fpdu` (after its bytes were changed).
 inline void reseal(Bytes& fpdu) {
   Crc32c c;
@@ -240,14 +254,8 @@ class RawResponder {
   bool answer(uint8_t fill) {
     const ReadRequest r = reader_.held().front();
     reader_.held().pop_front();
-    Bytes data(r.rdma_read_message_size, fill);
-    iovec v{data.data(), data.size()};
-    TxMessage m;
-    m.opcode = Opcode::kRdmaReadResponse;
-    m.stag = r.data_sink_stag;
-    m.to = r.data_sink_to;
-    m.payload = {&v, 1};
-    return send(encode(crc_, m));
+    return send(encode_tagged(crc_, Opcode::kRdmaReadResponse, r.data_sink_stag, r.data_sink_to,
+                              r.rdma_read_message_size, fill));
   }
   size_t total_requests() const { return reader_.total_requests(); }
   FpduReader& reader() { return reader_; }
