@@ -104,6 +104,17 @@ class Child {
   bool started() const { return pid_ > 0 && report_ >= 0; }
   pid_t pid() const { return pid_; }
   bool signal(int number) const { return pid_ > 0 && !reaped_ && kill(pid_, number) == 0; }
+  // SIGSTOP, then waits until every thread of the child has stopped (kill() returns before:
+  // a thread inside a system call stops only when it leaves it).
+  bool stop(std::chrono::milliseconds limit) {
+    if (!signal(SIGSTOP)) return false;
+    for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;) {
+      int status = 0;
+      if (waitpid(pid_, &status, WUNTRACED | WNOHANG) == pid_ && WIFSTOPPED(status)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return false;
+  }
 
   // The next line the child reported (without its newline), or "" when none came in time.
   std::string read_line(std::chrono::milliseconds limit) { return reader_.next(report_, limit); }
