@@ -3,9 +3,13 @@
 // seeded mutation run for memory safety (the sanitizer build checks it).
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
+#include <cerrno>
 #include <cstring>
+#include <memory>
 
 #include "fabric/tcp/iwarp_rx.hpp"
 #include "fabric/tcp/iwarp_tx.hpp"
@@ -269,6 +273,140 @@ TEST(IwarpFpdu, InterleavedMessages) {
     EXPECT_EQ(sink.messages[2].read_request, read.read_request);
     for (const auto& m : sink.messages) EXPECT_TRUE(m.complete);
   }
+}
+
+// A connected pair of stream sockets, the sender's buffer small so that sends come short.
+struct SocketPair {
+  int fd[2] = {-1, -1};
+  SocketPair() {
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fd), 0);
+    const int small = 4096;
+    setsockopt(fd[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  }
+  ~SocketPair() {
+    for (int f : fd) close(f);
+  }
+  // Everything readable now, appended to `out`.
+  void drain(Bytes& out) const {
+    uint8_t buffer[65536];
+    for (ssize_t n; (n = recv(fd[1], buffer, sizeof buffer, 0)) > 0;) out.insert(out.end(), buffer, buffer + n);
+  }
+};
+
+TEST(IwarpFpduBatch, ManyMessagesGoOutTogetherTheirTagsOnceTheirBytesLeft) {
+  // Twenty sends and writes of different sizes, laid out in a batch while it has room;
+  // sent through a socket that takes a few KiB at a time. A message's tag comes back only
+  // once its last byte left, in order, and the stream parses back into every message.
+  const TxOptions o{true, 1000};
+  std::vector<Bytes> data;
+  std::vector<iovec> iov;
+  std::vector<TxMessage> messages;
+  data.reserve(20);
+  iov.reserve(20);
+  for (uint32_t i = 0; i < 20; ++i) {
+    data.push_back(pattern(1 + i * 613 % 5000, i));
+    iov.push_back({data.back().data(), data.back().size()});
+    TxMessage m = message(i % 2 ? Opcode::kRdmaWrite : Opcode::kSend, {&iov.back(), 1});
+    m.msn = i / 2 + 1;
+    m.stag = 0x100 + i;
+    messages.push_back(m);
+  }
+  SocketPair pair;
+  auto batch = std::make_unique<FpduBatch>();
+  std::vector<uint8_t> tags;
+  Bytes stream;
+  size_t next = 0, sends = 0;
+  std::optional<FpduEncoder> encoder;
+  while (next < messages.size() || encoder || !batch->empty()) {
+    while ((encoder || next < messages.size()) && batch->has_room(3)) {
+      if (!encoder) encoder.emplace(o, messages[next++]);
+      ASSERT_TRUE(batch->add(*encoder, static_cast<uint8_t>(next - 1)));
+      if (encoder->done()) encoder.reset();
+    }
+    const ssize_t n = batch->send(pair.fd[0], MSG_DONTWAIT);
+    ASSERT_TRUE(n >= 0 || errno == EAGAIN) << std::strerror(errno);
+    ++sends;
+    batch->take_sent([&](uint8_t tag) { tags.push_back(tag); });
+    // Every message handed back has left whole: the stream so far holds it.
+    pair.drain(stream);
+    size_t ended = 0;
+    for (size_t i = 0; i < tags.size(); ++i) ended += encoded_size(o, messages[i]);
+    EXPECT_LE(ended, stream.size());
+  }
+  pair.drain(stream);
+  ASSERT_EQ(tags.size(), messages.size());
+  for (size_t i = 0; i < tags.size(); ++i) EXPECT_EQ(tags[i], i);
+  size_t total = 0;
+  for (const TxMessage& m : messages) total += encoded_size(o, m);
+  EXPECT_EQ(stream.size(), total);
+  EXPECT_LT(sends, total / 1000) << "one sendmsg per FPDU or worse";
+  FpduParser p({.crc = true});
+  RecordingSink sink;
+  EXPECT_EQ(feed(p, sink, stream, whole(stream.size())), stream.size());
+  ASSERT_FALSE(p.failed()) << p.error().reason;
+  ASSERT_EQ(sink.messages.size(), messages.size());
+  for (size_t i = 0; i < messages.size(); ++i) {
+    EXPECT_TRUE(sink.messages[i].complete);
+    EXPECT_EQ(sink.messages[i].data, data[i]) << "message " << i;
+  }
+}
+
+TEST(IwarpFpduBatch, CutKeepsTheFpduInProgressAndDropsTheRest) {
+  // Four messages laid out, the socket takes part of them. Cut (the connection ends): the
+  // FPDU in progress still goes out whole, nothing after it does, the message ends dropped
+  // come back last first, and the stream the peer gets parses to an FPDU boundary.
+  const TxOptions o{true, 1000};
+  Bytes a = pattern(300, 1), b = pattern(30000, 2), c = pattern(10, 3), d = pattern(10, 4);
+  const iovec ai{a.data(), a.size()}, bi{b.data(), b.size()}, ci{c.data(), c.size()}, di{d.data(), d.size()};
+  const TxMessage m[] = {message(Opcode::kSend, {&ai, 1}), message(Opcode::kRdmaWrite, {&bi, 1}),
+                         message(Opcode::kRdmaWrite, {&ci, 1}), message(Opcode::kRdmaWrite, {&di, 1})};
+  auto batch = std::make_unique<FpduBatch>();
+  std::vector<size_t> fpdu_end;           // where each FPDU ends in the stream
+  std::vector<size_t> message_end;        // where each message ends
+  for (uint8_t tag = 0; tag < 4; ++tag) {
+    FpduEncoder e(o, m[tag]);
+    while (!e.done()) {
+      ASSERT_TRUE(batch->add(e, tag));
+      fpdu_end.push_back(batch->bytes_left());
+    }
+    message_end.push_back(batch->bytes_left());
+  }
+  SocketPair pair;
+  const ssize_t n = batch->send(pair.fd[0], MSG_DONTWAIT);
+  ASSERT_GT(n, 0);
+  ASSERT_LT(static_cast<size_t>(n), message_end[1]) << "the socket took more than this test expects";
+  size_t kept = static_cast<size_t>(n);
+  for (size_t end : fpdu_end)
+    if (end >= kept) {
+      kept = end;
+      break;
+    }
+  std::vector<uint8_t> dropped;
+  batch->cut([&](uint8_t tag) { dropped.push_back(tag); });
+  std::vector<uint8_t> expect_dropped;
+  for (int tag = 3; tag >= 0; --tag)
+    if (message_end[tag] > kept) expect_dropped.push_back(static_cast<uint8_t>(tag));
+  EXPECT_EQ(dropped, expect_dropped);
+  EXPECT_EQ(batch->bytes_left(), kept - static_cast<size_t>(n));
+  Bytes stream;
+  std::vector<uint8_t> sent;
+  for (int round = 0; round < 1000 && !batch->empty(); ++round) {
+    pair.drain(stream);
+    (void)batch->send(pair.fd[0], MSG_DONTWAIT);
+    batch->take_sent([&](uint8_t tag) { sent.push_back(tag); });
+  }
+  pair.drain(stream);
+  EXPECT_TRUE(batch->empty());
+  EXPECT_EQ(stream.size(), kept);
+  EXPECT_EQ(sent.size() + dropped.size(), 4u);
+  FpduParser p({.crc = true});
+  RecordingSink sink;
+  EXPECT_EQ(feed(p, sink, stream, whole(stream.size())), stream.size());
+  EXPECT_FALSE(p.failed()) << p.error().reason;
+  EXPECT_TRUE(p.at_boundary());
+  ASSERT_FALSE(sink.messages.empty());
+  EXPECT_EQ(sink.messages[0].data, a);
+  EXPECT_FALSE(sink.messages.back().complete) << "the write was cut in the middle";
 }
 
 TEST(IwarpFpdu, MsnAdvancesPerMessage) {

@@ -117,6 +117,10 @@ void Engine::progress() {
   if (n > 0) dispatch(events, n, false);
 }
 
+void Engine::consumer_posts() {
+  if (t_current == nullptr) polled_at_.store(now_ns(), std::memory_order_relaxed);
+}
+
 void Engine::consumer_waits() {
   if (polled_at_.exchange(0, std::memory_order_relaxed) != 0) wake(wake_fd_);
 }

@@ -65,6 +65,10 @@ class Engine {
   // thread, and keeps the engine thread off the sockets for kHandoff. Returns at once when
   // called from inside a handler.
   void progress();
+  // A consumer posts: it is at work and will poll for the outcome, so the engine thread
+  // keeps off the sockets as after a poll (a post sends on the consumer's thread, and the
+  // engine thread would only contend with it for the connection).
+  void consumer_posts();
   // A consumer stops polling (it armed a CQ and will wait for the notification): the
   // engine thread watches the sockets again now rather than after kHandoff.
   void consumer_waits();

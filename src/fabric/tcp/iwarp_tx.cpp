@@ -1,6 +1,9 @@
 #include "fabric/tcp/iwarp_tx.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <vector>
 
@@ -107,6 +110,36 @@ size_t FpduEncoder::next(FpduFrame& frame, std::span<iovec> out) {
   done_ = last;
   fpdu_size_ = at + chunk + pad + kMpaCrcSize;
   return used;
+}
+
+bool FpduBatch::add(FpduEncoder& encoder, uint8_t tag) {
+  const size_t n = encoder.next(frame_[fpdus_], {iov_ + iov_count_, kMaxIov - iov_count_});
+  if (n == 0) return false;
+  iov_count_ += n;
+  size_ += encoder.fpdu_size();
+  fpdu_[fpdus_++] = Fpdu{size_, iov_count_, encoder.done(), tag};
+  return true;
+}
+
+ssize_t FpduBatch::send(int fd, int flags) {
+  msghdr msg{};
+  msg.msg_iov = iov_ + iov_at_;
+  msg.msg_iovlen = iov_count_ - iov_at_;
+  const ssize_t n = sendmsg(fd, &msg, flags);
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) sent_ = size_;  // lost with the socket
+    return n;
+  }
+  sent_ += static_cast<size_t>(n);
+  for (size_t left = static_cast<size_t>(n); left > 0 && iov_at_ < iov_count_;) {
+    iovec& v = iov_[iov_at_];
+    const size_t piece = std::min(left, v.iov_len);
+    v.iov_base = static_cast<uint8_t*>(v.iov_base) + piece;
+    v.iov_len -= piece;
+    left -= piece;
+    if (v.iov_len == 0) ++iov_at_;
+  }
+  return n;
 }
 
 size_t encoded_size(const TxOptions& options, const TxMessage& message) {

@@ -75,6 +75,74 @@ class FpduEncoder {
   size_t max_chunk_ = 0;   // payload bytes in a full FPDU
 };
 
+// Whole FPDUs, of one message or several, laid out for as few sendmsg calls as the socket
+// allows: at MSS-sized FPDUs one syscall per FPDU would cost more than the bytes, and small
+// messages posted together go out together. The batch owns the FPDUs' frames; payload is
+// referenced in place. A message whose last FPDU is added carries a tag (which queue it
+// came from), handed back once all of its bytes have left.
+class FpduBatch {
+ public:
+  static constexpr size_t kMaxFpdus = 64;
+  static constexpr size_t kMaxIov = 256;
+  static constexpr size_t kMaxBytes = 256 * 1024;  // no more is laid out ahead of the socket
+
+  // Nothing left to send.
+  bool empty() const { return sent_ == size_; }
+  // Room for one more FPDU of up to `iov` iovecs (the encoder's worst case).
+  bool has_room(size_t iov) const {
+    return fpdus_ < kMaxFpdus && iov_count_ + iov <= kMaxIov && size_ < kMaxBytes;
+  }
+  // Lays out the encoder's next FPDU (has_room(2 + payload iovecs) checked by the caller);
+  // when it ends the message, `tag` is returned by take_sent() once its bytes left.
+  // False when the encoder had nothing more.
+  bool add(FpduEncoder& encoder, uint8_t tag);
+  // One sendmsg of what is left (`flags` as for sendmsg): its result. An error other than
+  // EAGAIN loses the rest (the socket is gone), as the caller then ends the connection.
+  ssize_t send(int fd, int flags);
+  // Calls f(tag) for every message whose bytes have all left since the last call, in order.
+  template <class F>
+  void take_sent(F&& f) {
+    while (taken_ < fpdus_ && fpdu_[taken_].end <= sent_) {
+      if (fpdu_[taken_].ends_message) f(fpdu_[taken_].tag);
+      ++taken_;
+    }
+    if (taken_ == fpdus_ && sent_ == size_) clear();
+  }
+  // Keeps only what the peer must get for the stream to stay framed: the FPDU in progress.
+  // Calls f(tag) for every message end dropped, the last first.
+  template <class F>
+  void cut(F&& f) {
+    size_t keep = taken_;
+    while (keep < fpdus_ && start_of(keep) < sent_) ++keep;  // begun: finishes
+    for (size_t i = fpdus_; i > keep; --i)
+      if (fpdu_[i - 1].ends_message) f(fpdu_[i - 1].tag);
+    fpdus_ = keep;
+    size_ = keep == 0 ? 0 : fpdu_[keep - 1].end;
+    iov_count_ = keep == 0 ? 0 : fpdu_[keep - 1].iov_end;
+  }
+  size_t bytes_left() const { return size_ - sent_; }
+
+ private:
+  struct Fpdu {
+    size_t end = 0;      // byte offset in the batch just past it
+    size_t iov_end = 0;  // iovec index just past it
+    bool ends_message = false;
+    uint8_t tag = 0;
+  };
+  size_t start_of(size_t i) const { return i == 0 ? 0 : fpdu_[i - 1].end; }
+  void clear() { fpdus_ = taken_ = iov_count_ = iov_at_ = 0, size_ = sent_ = 0; }
+
+  FpduFrame frame_[kMaxFpdus];
+  Fpdu fpdu_[kMaxFpdus];
+  iovec iov_[kMaxIov];
+  size_t fpdus_ = 0;
+  size_t taken_ = 0;     // FPDUs handed to take_sent
+  size_t iov_count_ = 0;
+  size_t iov_at_ = 0;    // the first iovec not wholly sent (trimmed in place)
+  size_t size_ = 0;
+  size_t sent_ = 0;
+};
+
 // The wire size of the whole message; 0 when it is not valid.
 size_t encoded_size(const TxOptions& options, const TxMessage& message);
 // The whole message into one buffer, payload copied (for small messages and tests);

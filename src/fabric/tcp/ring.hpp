@@ -34,6 +34,11 @@ class Ring {
     --size_;
   }
   void pop_back() { --size_; }
+  // Removes element i, keeping the order of the others (their slots' memory moves along).
+  void erase(size_t i) {
+    for (; i + 1 < size_; ++i) std::swap((*this)[i], (*this)[i + 1]);
+    --size_;
+  }
   void clear() { size_ = 0; }
 
  private:

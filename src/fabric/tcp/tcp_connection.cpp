@@ -332,8 +332,9 @@ void TcpConnection::disconnect_locked() {
   // Graceful: what is on the wire completes (its placement proven by a fence), what was
   // not sent yet is flushed; FIN once nothing is in flight. Input is discarded meanwhile,
   // but for read responses and a Terminate.
-  const size_t in_progress = encoder_ && !sending_response_ ? 1 : 0;  // finishes its FPDU only
-  for (; tx_.size() > in_progress; tx_.pop_back())
+  // Laid out for the socket, and the message in progress, go out whole.
+  const size_t keep = laid_[kRequests] + (encoder_ && !sending_response_ ? 1 : 0);
+  for (; tx_.size() > keep; tx_.pop_back())
     if (tx_.back().completes) finish_request_locked(tx_.back().request, STATUS_CANCELLED);
   // Reads whose request never left: reads_ is in posting order, and the first
   // reads_in_flight_ of it are on the wire (counted as each request starts).
@@ -365,10 +366,15 @@ void TcpConnection::end_locked(const TerminateInfo* terminate) {
   const bool established = phase_ == Phase::kEstablished || phase_ == Phase::kAwaitRtr ||
                            phase_ == Phase::kDraining;
   phase_ = Phase::kDraining;
-  // Requests not yet on the wire never will be; those in flight are flushed.
-  // The message in progress finishes its FPDU only.
-  while (tx_.size() > (encoder_ && !sending_response_ ? 1u : 0u)) tx_.pop_back();
-  while (responses_.size() > (encoder_ && sending_response_ ? 1u : 0u)) responses_.pop_back();
+  // Requests not yet on the wire never will be; those in flight are flushed. Only the FPDU
+  // in progress finishes (the stream stays framed for the Terminate).
+  encoder_.reset();
+  while (tx_.size() > laid_[kRequests]) tx_.pop_back();
+  while (responses_.size() > laid_[kResponses]) responses_.pop_back();
+  batch_.cut([this](uint8_t tag) {
+    queue_of(tag).pop_back();
+    --laid_[tag];
+  });
   reads_.clear();
   for (uint64_t i = 0; i < requests_.size(); ++i)
     if (!requests_[i].done) finish_request_locked(first_request_ + i, STATUS_CANCELLED);
@@ -381,6 +387,7 @@ void TcpConnection::end_locked(const TerminateInfo* terminate) {
     const size_t at = raw_.size();
     raw_.resize(at + encoded_size(tx_options_, m));
     encode_message(tx_options_, m, std::span(raw_).subspan(at));
+    terminate_queued_ = true;
   }
   fin_after_drain_ = true;
   pump_locked();
@@ -546,6 +553,7 @@ void TcpConnection::finish_request_locked(uint64_t request, NTSTATUS status) {
 }
 
 NTSTATUS TcpConnection::post(const TxMessage& message, const ExtentList& data, ULONG flags) {
+  Engine::instance().consumer_posts();
   {
     std::lock_guard lock(mutex_);
     if (phase_ != Phase::kEstablished) return STATUS_CANCELLED;  // ended meanwhile: flushed
@@ -589,6 +597,7 @@ NTSTATUS TcpConnection::write(Side, const ExtentList& data, uint32_t token, uint
 
 NTSTATUS TcpConnection::read(Side, const ExtentList& into, uint32_t token, uint64_t address,
                              ULONG flags) {
+  Engine::instance().consumer_posts();
   {
     std::lock_guard lock(mutex_);
     if (phase_ != Phase::kEstablished) return STATUS_CANCELLED;
@@ -656,90 +665,89 @@ bool TcpConnection::send_raw_locked() {
   return true;
 }
 
-bool TcpConnection::send_fpdu_locked() {
-  while (fpdu_sent_ < fpdu_size_) {
-    iovec iov[kFpduIov];  // what has not gone out yet
-    const size_t count = slice_iov({fpdu_iov_, fpdu_iov_count_}, fpdu_sent_, fpdu_size_ - fpdu_sent_, iov, kFpduIov);
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = count;
-    wire_sent();
-    ssize_t n = sendmsg(fd_, &msg, kSendFlags);
-    if (n < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK) fpdu_sent_ = fpdu_size_;  // the socket failed
-      return false;
-    }
-    fpdu_sent_ += static_cast<size_t>(n);
+bool TcpConnection::start_message_locked() {
+  // Read Responses go first and are never held behind our own requests waiting for ORD or
+  // a fence: the peer's reads would otherwise wait for ours, and ours for its.
+  sending_response_ = responses_.size() > laid_[kResponses];
+  if (!sending_response_) {
+    if (tx_.size() == laid_[kRequests] && !queue_fence_locked()) return false;
+    if (phase_ == Phase::kDraining && !fin_after_drain_) return false;
+    const TxItem& next = tx_[laid_[kRequests]];
+    if (next.fence && reads_in_flight_ > 0) return false;           // READ_FENCE (R081)
+    if (next.read_request && reads_in_flight_ >= ord_) return false;  // ORD (R178)
   }
-  fpdu_iov_count_ = 0;
+  const uint8_t tag = sending_response_ ? kResponses : kRequests;
+  Ring<TxItem>& queue = queue_of(tag);
+  TxItem& item = queue[laid_[tag]];
+  if (item.read_response) {
+    // Our memory, resolved now: it stays ours while it is sent (consumer rule).
+    AccessGuard guard;
+    ExtentList& source = *tx_extents_;
+    source.clear();
+    const NTSTATUS status =
+        qp() == nullptr ? STATUS_CANCELLED
+                        : qp()->resolve_tagged(item.source_stag, item.source_to, item.source_length,
+                                               kNeedRemoteRead, source, guard);
+    if (!NT_SUCCESS(status)) {
+      queue.erase(laid_[tag]);  // the region went away after the request was checked
+      return start_message_locked();
+    }
+    append_iov(item.payload, source);
+  }
+  item.message.payload = item.payload;
+  encoder_.emplace(tx_options_, item.message);
+  if (item.read_request) ++reads_in_flight_;
   return true;
+}
+
+void TcpConnection::lay_out_locked() {
+  // Nothing follows a Terminate.
+  while (!terminate_queued_ && batch_.has_room(kFpduIov)) {
+    if (!encoder_ && !start_message_locked()) return;
+    const uint8_t tag = sending_response_ ? kResponses : kRequests;
+    batch_.add(*encoder_, tag);
+    if (encoder_->done()) {
+      encoder_.reset();
+      ++laid_[tag];
+    }
+  }
+}
+
+void TcpConnection::message_sent_locked(uint8_t tag) {
+  Ring<TxItem>& queue = queue_of(tag);
+  const TxItem& item = queue.front();
+  if (item.completes && settings_.complete_when_placed) {
+    if (requests_sent_mark_locked(item.request)) sent_upto_ = std::max(sent_upto_, item.request + 1);
+  } else if (item.completes) {
+    finish_request_locked(item.request, STATUS_SUCCESS);
+  }
+  queue.pop_front();
+  --laid_[tag];
 }
 
 void TcpConnection::pump_locked() {
   if (fd_ < 0 || phase_ == Phase::kTcpConnecting) return;
   const bool setup = phase_ != Phase::kEstablished && phase_ != Phase::kDraining &&
                      phase_ != Phase::kAwaitRtr;
-  // MPA frames go before any FPDU; a Terminate after the FPDU in progress.
-  if (setup || fpdu_iov_count_ == 0) {
+  // MPA frames go before any FPDU, a Terminate after the FPDU in progress (end_locked
+  // cut the batch to it).
+  if (setup || batch_.empty()) {
     if (!send_raw_locked()) return want_output_locked(true);
   }
-  if (setup || phase_ == Phase::kTcpConnecting) return want_output_locked(false);
+  if (setup) return want_output_locked(false);
   for (;;) {
-    if (fpdu_iov_count_ != 0 && !send_fpdu_locked()) return want_output_locked(true);
-    if (!raw_.empty()) {  // a Terminate queued while an FPDU was in progress
-      if (!send_raw_locked()) return want_output_locked(true);
-    }
-    if (!encoder_) {
-      // Read Responses go first and are never held behind our own requests waiting for
-      // ORD or a fence: the peer's reads would otherwise wait for ours, and ours for its.
-      sending_response_ = !responses_.empty();
-      if (!sending_response_) {
-        if (tx_.empty() && !queue_fence_locked()) break;
-        if (phase_ == Phase::kDraining && !fin_after_drain_) break;
-        const TxItem& next = tx_.front();
-        if (next.fence && reads_in_flight_ > 0) break;           // READ_FENCE (R081)
-        if (next.read_request && reads_in_flight_ >= ord_) break;  // ORD (R178)
-      }
-    }
-    Ring<TxItem>& queue = sending_response_ ? responses_ : tx_;
-    TxItem& item = queue.front();
-    if (!encoder_) {
-      if (item.read_response) {
-        // Our memory, resolved now: it stays ours while it is sent (consumer rule).
-        AccessGuard guard;
-        ExtentList& source = *tx_extents_;
-        source.clear();
-        NTSTATUS status = qp() == nullptr ? STATUS_CANCELLED
-                                         : qp()->resolve_tagged(item.source_stag, item.source_to,
-                                                               item.source_length, kNeedRemoteRead,
-                                                               source, guard);
-        if (!NT_SUCCESS(status)) {
-          queue.pop_front();
-          continue;  // the region went away after the request was checked
-        }
-        append_iov(item.payload, source);
-      }
-      item.message.payload = item.payload;
-      encoder_.emplace(tx_options_, item.message);
-      if (item.read_request) ++reads_in_flight_;
-    }
-    fpdu_iov_count_ = encoder_->next(frame_, fpdu_iov_);
-    if (fpdu_iov_count_ == 0) {  // the message is out
-      if (item.completes && settings_.complete_when_placed) {
-        if (requests_sent_mark_locked(item.request)) sent_upto_ = item.request + 1;
-      } else if (item.completes) {
-        finish_request_locked(item.request, STATUS_SUCCESS);
-      }
-      encoder_.reset();
-      queue.pop_front();
-      continue;
-    }
-    fpdu_size_ = encoder_->fpdu_size();
-    fpdu_sent_ = 0;
+    lay_out_locked();
+    if (batch_.empty()) break;
+    wire_sent();
+    const ssize_t n = batch_.send(fd_, kSendFlags);
+    batch_.take_sent([this](uint8_t tag) { message_sent_locked(tag); });
+    // A short send: the socket is full (or failed, which the receive side reports).
+    if (n < 0 || !batch_.empty()) return want_output_locked(true);
   }
+  if (!send_raw_locked()) return want_output_locked(true);  // the Terminate
   want_output_locked(false);
   if (phase_ == Phase::kDraining && fin_after_drain_ && tx_.empty() && responses_.empty() &&
-      fpdu_iov_count_ == 0 && raw_.empty() && reads_.empty()) {
+      raw_.empty() && reads_.empty()) {
     wire_sent();
     shutdown(fd_, SHUT_WR);  // FIN: the peer sees the end after everything we sent
     fin_after_drain_ = false;
@@ -786,13 +794,15 @@ void TcpConnection::on_readable() {
     }
     if (fd < 0) return;
     // Tagged payload goes from the socket straight to its place (one copy per byte, the
-    // kernel's); everything else through rx_buffer_.
-    size_t wanted = 0;
-    ssize_t n = framed ? receive_direct(fd, wanted) : 0;
-    const bool direct = wanted > 0;
-    if (!direct) {
-      wanted = rx_small_reads_ ? kBoundaryRead : rx_buffer_.size();
+    // kernel's), the next FPDU's headers in the same call into rx_buffer_; everything else
+    // through rx_buffer_, in big reads while small messages flow and at most kBoundaryRead
+    // at an FPDU boundary while big payloads do (the rest of the payload then goes direct).
+    size_t wanted = 0, buffered = 0;
+    ssize_t n = framed ? receive_direct(fd, wanted, buffered) : 0;
+    if (wanted == 0) {
+      wanted = framed && rx_big_payloads_ ? kBoundaryRead : rx_buffer_.size();
       n = recv(fd, rx_buffer_.data(), wanted, MSG_DONTWAIT);
+      buffered = n > 0 ? static_cast<size_t>(n) : 0;
     }
     if (n >= 0) wire_received();
     if (n == 0) return on_eof(0);
@@ -801,31 +811,31 @@ void TcpConnection::on_readable() {
       if (errno == EINTR) continue;
       return on_eof(errno);
     }
-    if (direct) {
-      rx_small_reads_ = true;  // big tagged payloads flow
-    } else {
-      consume({rx_buffer_.data(), static_cast<size_t>(n)});
-      rx_small_reads_ = framed && parser_ && parser_->direct_pending() >= kDirectMin;
-    }
-    if (static_cast<size_t>(n) < wanted && !rx_small_reads_) return;  // the socket is drained
+    if (buffered > 0) consume({rx_buffer_.data(), buffered});
+    if (static_cast<size_t>(n) < wanted) return;  // the socket is drained
   }
 }
 
-ssize_t TcpConnection::receive_direct(int fd, size_t& wanted) {
-  wanted = 0;
+ssize_t TcpConnection::receive_direct(int fd, size_t& wanted, size_t& buffered) {
+  wanted = buffered = 0;
   if (!parser_ || rx_discard_ || parser_->direct_pending() < kDirectMin) return 0;
   const Segment& s = parser_->segment();
   const uint64_t at = s.to + parser_->payload_offset();
   const uint32_t length = parser_->direct_pending();
   size_t count = 0;
   ssize_t n = 0;
+  size_t placed = 0;
   auto receive = [&] {
-    wanted = 0;
-    for (size_t i = 0; i < count; ++i) wanted += direct_iov_[i].iov_len;
-    n = readv(fd, direct_iov_, static_cast<int>(count));
+    size_t direct = 0;
+    for (size_t i = 0; i < count; ++i) direct += direct_iov_[i].iov_len;
+    direct_iov_[count] = {rx_buffer_.data(), kBoundaryRead};  // what follows the payload
+    wanted = direct + kBoundaryRead;
+    n = readv(fd, direct_iov_, static_cast<int>(count + 1));
     if (n <= 0) return;
+    placed = std::min(static_cast<size_t>(n), direct);
+    buffered = static_cast<size_t>(n) - placed;
     // The CRC covers them as they lie in their place.
-    size_t left = static_cast<size_t>(n);
+    size_t left = placed;
     for (size_t i = 0; i < count && left > 0; ++i) {
       const size_t piece = std::min(left, direct_iov_[i].iov_len);
       parser_->placed_directly({static_cast<const uint8_t*>(direct_iov_[i].iov_base), piece});
@@ -853,7 +863,7 @@ ssize_t TcpConnection::receive_direct(int fd, size_t& wanted) {
   count = slice_iov(read.sink, at, length, direct_iov_, kDirectIov);
   if (count == 0) return 0;
   receive();
-  if (n > 0) read.received += static_cast<uint64_t>(n);
+  read.received += placed;
   return n;
 }
 
@@ -1027,6 +1037,7 @@ Verdict TcpConnection::begin_segment(const Segment& s) {
     phase = phase_;
   }
   const bool awaiting_rtr = !active_ && rtr_expected_ && phase == Phase::kAwaitRtr;
+  rx_big_payloads_ = s.tagged && s.payload_length >= kDirectMin;
   // Ending: only what completes our own requests still counts (read responses, a
   // Terminate); the peer's messages are let go, as after a FIN.
   rx_discard_ = phase == Phase::kDraining || qp == nullptr;

@@ -156,9 +156,10 @@ class TcpConnection final : public Connection,
 
   // ---- receive (the handler's thread) ----
   void on_readable();
-  // Tagged payload straight from the socket into its target (readv): what readv returned
-  // and, in `wanted`, what it asked for; wanted 0 when nothing is to be taken that way now.
-  ssize_t receive_direct(int fd, size_t& wanted);
+  // Tagged payload straight from the socket into its target, and what follows it into
+  // rx_buffer_ (one readv): what readv returned; in `wanted`, what it asked for (0 when
+  // nothing is to be taken that way now); in `buffered`, the bytes it put in rx_buffer_.
+  ssize_t receive_direct(int fd, size_t& wanted, size_t& buffered);
   void consume(std::span<const uint8_t> bytes);
   void on_mpa_frame();       // a Request or Reply arrived whole
   void on_rx_error();        // the FPDU parser stopped: answer with its Terminate
@@ -166,9 +167,15 @@ class TcpConnection final : public Connection,
   void on_connected();       // active: the TCP handshake finished
 
   // ---- transmit (mutex_ held) ----
+  // Sends what can go now: MPA frames, FPDUs laid out in batch_, the Terminate, FIN.
   void pump_locked();
   bool send_raw_locked();   // MPA frames and the Terminate; false: blocked or failed
-  bool send_fpdu_locked();  // the FPDU in progress; false: blocked or failed
+  // Lays out FPDUs of the queued messages into batch_ while it has room.
+  void lay_out_locked();
+  // Starts the next message that may go (encoder_); false when none may now.
+  bool start_message_locked();
+  // The bytes of the front message of queue `tag` have all left.
+  void message_sent_locked(uint8_t tag);
   void want_output_locked(bool want);
   uint64_t add_request_locked();
   void finish_request_locked(uint64_t request, NTSTATUS status);
@@ -239,16 +246,18 @@ class TcpConnection final : public Connection,
   TxOptions tx_options_;
   std::vector<uint8_t> raw_;  // bytes to send before (MPA frames) or after (Terminate) FPDUs
   size_t raw_sent_ = 0;
-  Ring<TxItem> tx_;         // our requests (and the RTR, fences), in posting order
-  Ring<TxItem> responses_;  // Read Responses to the peer, in its requests' order
-  bool sending_response_ = false; // the message in progress is responses_.front()
+  // The two queues of messages, by tag. In each, the first laid_[tag] are wholly laid out
+  // in batch_ (their bytes have not all left); the next one may be in progress (encoder_).
+  static constexpr uint8_t kRequests = 0, kResponses = 1;
+  Ring<TxItem> tx_;         // kRequests: ours (and the RTR, fences), in posting order
+  Ring<TxItem> responses_;  // kResponses: Read Responses to the peer, in its requests' order
+  Ring<TxItem>& queue_of(uint8_t tag) { return tag == kResponses ? responses_ : tx_; }
+  size_t laid_[2] = {0, 0};
+  bool sending_response_ = false;       // the message in progress is a Read Response
   std::optional<FpduEncoder> encoder_;  // of the message in progress
-  FpduFrame frame_;
-  static constexpr size_t kFpduIov = kMaxSge + 8;
-  iovec fpdu_iov_[kFpduIov];
-  size_t fpdu_iov_count_ = 0;  // 0: no FPDU in progress
-  size_t fpdu_size_ = 0;
-  size_t fpdu_sent_ = 0;
+  static constexpr size_t kFpduIov = kMaxSge + 8;  // the iovecs one FPDU may need
+  FpduBatch batch_;
+  bool terminate_queued_ = false;  // no FPDU follows it
   uint32_t send_msn_ = 1;
   uint32_t read_msn_ = 1;
   bool fin_after_drain_ = false;
@@ -267,9 +276,9 @@ class TcpConnection final : public Connection,
   // Receive (the handler's thread).
   std::optional<FpduParser> parser_;
   std::vector<uint8_t> rx_buffer_;
-  bool rx_small_reads_ = false;  // big tagged payloads flow: read little at FPDU boundaries
+  bool rx_big_payloads_ = false;  // the last segment's was placed directly: read little at boundaries
   static constexpr size_t kDirectIov = 64;
-  iovec direct_iov_[kDirectIov];
+  iovec direct_iov_[kDirectIov + 1];  // and the tail into rx_buffer_
   PostedReceive rx_receive_{};
   bool rx_have_receive_ = false;
   bool rx_discard_ = false;  // the segment in progress is let go (ending)
