@@ -17,12 +17,6 @@ std::atomic<Engine*> g_running{nullptr};
 // The handler this thread runs now (nested calls of progress() and remove() need it).
 thread_local Engine::Handler* t_current = nullptr;
 
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 void wake(int fd) {
   uint64_t one = 1;
   if (write(fd, &one, sizeof one) < 0) {
@@ -111,23 +105,27 @@ void Engine::post(std::shared_ptr<Handler> handler) {
 
 void Engine::progress() {
   if (t_current != nullptr) return;  // a handler's own call chain: it is progress already
-  polled_at_.store(now_ns(), std::memory_order_relaxed);
+  note_activity();
   epoll_event events[16];
   int n = epoll_wait(epoll_fd_, events, 16, 0);
   if (n > 0) dispatch(events, n, false);
 }
 
+void Engine::note_activity() {
+  // A plain increment (no read-modify-write on the hot path): concurrent consumers may
+  // lose a count, never the change the engine thread looks for.
+  activity_.store(activity_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
 void Engine::consumer_posts() {
-  if (t_current == nullptr) polled_at_.store(now_ns(), std::memory_order_relaxed);
+  if (t_current == nullptr) note_activity();
 }
 
 void Engine::consumer_waits() {
-  if (polled_at_.exchange(0, std::memory_order_relaxed) != 0) wake(wake_fd_);
-}
-
-bool Engine::consumers_poll() const {
-  const int64_t at = polled_at_.load(std::memory_order_relaxed);
-  return at != 0 && now_ns() - at < std::chrono::nanoseconds(kHandoff).count();
+  // Pairs with run(): it sets stepped_back_ then reads consumer_waiting_ (both sequentially
+  // consistent), so it either sees this call or is woken by it.
+  consumer_waiting_.store(true);
+  if (stepped_back_.load()) wake(wake_fd_);
 }
 
 void Engine::run_handler(Handler& handler, uint32_t events) {
@@ -187,21 +185,30 @@ bool Engine::dispatch(const epoll_event* events, int count, bool engine_thread) 
 
 void Engine::run() {
   epoll_event events[kBatch];
+  uint64_t seen = activity_.load(std::memory_order_relaxed);
   for (;;) {
-    if (consumers_poll()) {
-      // Consumers make the progress: wait only for posts (and consumer_waits), and look
-      // again when the handoff may have lapsed.
+    const uint64_t now = activity_.load(std::memory_order_relaxed);
+    if (now != seen) {
+      // Consumers made progress since we last looked: they drive the sockets. Wait only
+      // for posts and consumer_waits, and look again after kHandoff.
+      seen = now;
+      stepped_back_.store(true);
+      if (consumer_waiting_.exchange(false)) {  // a consumer is about to sleep
+        seen = activity_.load(std::memory_order_relaxed);
+        continue;
+      }
       pollfd wake{wake_fd_, POLLIN, 0};
-      const int64_t left = std::chrono::nanoseconds(kHandoff).count() -
-                           (now_ns() - polled_at_.load(std::memory_order_relaxed));
-      const int timeout_ms = static_cast<int>(std::max<int64_t>(1, left / 1000000 + 1));
-      if (::poll(&wake, 1, timeout_ms) > 0) {
+      if (::poll(&wake, 1, static_cast<int>(kHandoff.count())) > 0) {
         epoll_event posted{};
         posted.data.fd = wake_fd_;
         if (!dispatch(&posted, 1, true)) return;
+        // A consumer about to sleep: the sockets are ours again at once.
+        if (consumer_waiting_.exchange(false)) seen = activity_.load(std::memory_order_relaxed);
       }
       continue;
     }
+    stepped_back_.store(false);
+    consumer_waiting_.store(false);
     const int n = epoll_wait(epoll_fd_, events, kBatch, -1);
     if (n < 0) continue;  // EINTR
     if (!dispatch(events, n, true)) return;

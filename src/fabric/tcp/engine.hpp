@@ -83,7 +83,7 @@ class Engine {
   // Runs the handlers of `events` (from epoll_wait) on this thread. False: stopping.
   bool dispatch(const epoll_event* events, int count, bool engine_thread);
   void run_handler(Handler& handler, uint32_t events);
-  bool consumers_poll() const;
+  void note_activity();
 
   int epoll_fd_ = -1;
   int wake_fd_ = -1;  // eventfd: post(), consumer_waits() and shutdown
@@ -91,8 +91,11 @@ class Engine {
   std::unordered_map<int, std::shared_ptr<Handler>> handlers_;
   std::unordered_map<Handler*, std::shared_ptr<Handler>> posted_;
   bool stopping_ = false;
-  // When a consumer last polled (steady clock, ns since its epoch); 0: none is polling.
-  std::atomic<int64_t> polled_at_{0};
+  // Bumped by consumers' polls and posts; the engine thread steps back from the sockets
+  // while it changes (no clock read on the consumers' path).
+  std::atomic<uint64_t> activity_{0};
+  std::atomic<bool> stepped_back_{false};      // the engine thread leaves the sockets to consumers
+  std::atomic<bool> consumer_waiting_{false};  // consumer_waits() while it did
   std::thread thread_;
 };
 

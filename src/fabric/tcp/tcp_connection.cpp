@@ -248,14 +248,21 @@ void TcpConnection::attach_passive(ConnectorEvents* events) {
 
 void TcpConnection::negotiated_locked(const MpaFrame& request, const MpaFrame& reply) {
   tx_options_.crc = mpa_crc_negotiated(request, reply);
-  int mss = 0;
-  socklen_t length = sizeof mss;
-  if (getsockopt(fd_, IPPROTO_TCP, TCP_MAXSEG, &mss, &length) != 0 || mss < int{kMinFpdu})
-    mss = 1460;
-  tx_options_.max_fpdu = static_cast<uint32_t>(std::min(mss, 65535 - 8));
+  tx_options_.max_fpdu = 0;
+  refresh_max_fpdu_locked();
   FpduParser::Options options;
   options.crc = tx_options_.crc;
   parser_.emplace(options);
+}
+
+void TcpConnection::refresh_max_fpdu_locked() {
+  // FPDUs follow the path's MSS (RFC 5044). It may grow after the handshake (Linux bounds
+  // it by half the peer's first, small window), so it is asked again now and then.
+  int mss = 0;
+  socklen_t length = sizeof mss;
+  if (getsockopt(fd_, IPPROTO_TCP, TCP_MAXSEG, &mss, &length) != 0 || mss < int{kMinFpdu})
+    mss = tx_options_.max_fpdu != 0 ? static_cast<int>(tx_options_.max_fpdu) : 1460;
+  tx_options_.max_fpdu = static_cast<uint32_t>(std::min(mss, 65535 - 8));
 }
 
 void TcpConnection::accept(QpEndpoint* qp, ULONG inbound_limit, ULONG outbound_limit,
@@ -695,6 +702,10 @@ bool TcpConnection::start_message_locked() {
     append_iov(item.payload, source);
   }
   item.message.payload = item.payload;
+  if (item.payload.size() > 0 && ++messages_since_mss_ >= kMssRefresh) {
+    messages_since_mss_ = 0;
+    refresh_max_fpdu_locked();
+  }
   encoder_.emplace(tx_options_, item.message);
   if (item.read_request) ++reads_in_flight_;
   return true;
@@ -1037,7 +1048,10 @@ Verdict TcpConnection::begin_segment(const Segment& s) {
     phase = phase_;
   }
   const bool awaiting_rtr = !active_ && rtr_expected_ && phase == Phase::kAwaitRtr;
-  rx_big_payloads_ = s.tagged && s.payload_length >= kDirectMin;
+  // Big tagged payloads flow until a small message starts (a big message's short last
+  // segment does not count).
+  if (s.tagged && s.payload_length >= kDirectMin) rx_big_payloads_ = true;
+  else if (s.first) rx_big_payloads_ = false;
   // Ending: only what completes our own requests still counts (read responses, a
   // Terminate); the peer's messages are let go, as after a FIN.
   rx_discard_ = phase == Phase::kDraining || qp == nullptr;

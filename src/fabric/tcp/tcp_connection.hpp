@@ -203,6 +203,7 @@ class TcpConnection final : public Connection,
   // A send or write: queued, completed once the socket has all of it.
   NTSTATUS post(const TxMessage& message, const ExtentList& data, ULONG flags);
   void negotiated_locked(const MpaFrame& request, const MpaFrame& reply);
+  void refresh_max_fpdu_locked();  // tx_options_.max_fpdu from the socket's MSS now
 
   // ---- delivering to the core (no lock held) ----
   void deliver_completions();
@@ -244,6 +245,8 @@ class TcpConnection final : public Connection,
 
   // Transmit.
   TxOptions tx_options_;
+  static constexpr uint32_t kMssRefresh = 64;  // messages with payload between MSS queries
+  uint32_t messages_since_mss_ = 0;
   std::vector<uint8_t> raw_;  // bytes to send before (MPA frames) or after (Terminate) FPDUs
   size_t raw_sent_ = 0;
   // The two queues of messages, by tag. In each, the first laid_[tag] are wholly laid out
