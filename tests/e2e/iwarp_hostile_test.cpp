@@ -357,6 +357,24 @@ TEST_F(IwarpHostile, TruncatedMpaRequestThenCloseIsForgotten) {
   expect_still_serving();
 }
 
+TEST_F(IwarpHostile, StalledMpaRequestIsClosedOnceTheConnectTimeoutPasses) {
+  // Half a Request, then silence: the listener holds the socket for connect_timeout_ms,
+  // then closes it without a word (the consumer never heard of it). Before this bound a
+  // peer could hold a socket for as long as it liked, per connection.
+  struct RestoreTimeout {
+    ~RestoreTimeout() { SoftNdkSetTunable("connect_timeout_ms", "30000"); }
+  } restore;
+  ASSERT_EQ(SoftNdkSetTunable("connect_timeout_ms", "300"), STATUS_SUCCESS);
+  const Bytes request = encode_frame(request_frame());
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_NO_FATAL_FAILURE(open_with(std::span(request).first(10), false));
+  expect_closed_silently();
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 250ms) << "closed before the timeout";
+  EXPECT_LT(took, 2500ms) << "held well past the timeout";
+  expect_still_serving();
+}
+
 TEST_F(IwarpHostile, PrivateDataLengthBeyondTheFrameOrTheMaximumIsClosed) {
   // Larger than the frame: PD_Length says 200, 12 bytes follow, then FIN.
   ASSERT_NO_FATAL_FAILURE(open_with(request_with_pd_length(200), true));

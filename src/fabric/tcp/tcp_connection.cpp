@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -163,8 +164,33 @@ TcpConnection::TcpConnection(int fd, const SockAddr& local, const SockAddr& remo
       phase_(Phase::kAwaitRequest) {}
 
 TcpConnection::~TcpConnection() {
+  // Nobody else holds us now. Once the engine is going away (process exit: it drops its
+  // handlers, us among them) it is not asked to forget the timer.
+  if (Engine::running() != nullptr) drop_request_timer_locked();
+  if (request_timer_ >= 0) close(request_timer_);
   if (fd_ >= 0) close(fd_);
 }
+
+// The passive side's bound on the MPA Request: a timerfd the engine watches. On expiry it
+// only flags the connection and posts it, so that the connection's own handler (never two
+// threads at once) decides and closes.
+class TcpConnection::RequestDeadline final : public Engine::Handler {
+ public:
+  RequestDeadline(int fd, std::weak_ptr<TcpConnection> connection)
+      : fd_(fd), connection_(std::move(connection)) {}
+  void on_events(uint32_t) override {
+    uint64_t expirations;
+    if (::read(fd_, &expirations, sizeof expirations) != sizeof expirations) return;
+    if (auto c = connection_.lock()) {
+      c->request_overdue_.store(true);
+      Engine::instance().post(c);
+    }
+  }
+
+ private:
+  const int fd_;
+  const std::weak_ptr<TcpConnection> connection_;
+};
 
 bool TcpConnection::start_passive() {
   configure_socket(fd_, settings_.dead_peer_ms);
@@ -172,7 +198,29 @@ bool TcpConnection::start_passive() {
   frame_parser_ = std::make_unique<MpaFrameParser>(MpaFrameType::kRequest);
   std::lock_guard lock(mutex_);
   registered_ = Engine::instance().add(fd_, EPOLLIN, shared_from_this());
-  return registered_;
+  if (!registered_) return false;
+  // A peer gets connect_timeout_ms to send its whole MPA Request: one that stalls halfway
+  // (or never starts) holds no socket beyond that.
+  request_timer_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (request_timer_ < 0) return true;  // unbounded, as without the timer
+  const uint64_t ms = tunables::number("connect_timeout_ms");
+  itimerspec when{};
+  when.it_value.tv_sec = static_cast<time_t>(ms / 1000);
+  when.it_value.tv_nsec = static_cast<long>(ms % 1000) * 1000000;
+  if (timerfd_settime(request_timer_, 0, &when, nullptr) != 0 ||
+      !Engine::instance().add(request_timer_, EPOLLIN,
+                              std::make_shared<RequestDeadline>(request_timer_, weak_from_this()))) {
+    close(request_timer_);
+    request_timer_ = -1;
+  }
+  return true;
+}
+
+void TcpConnection::drop_request_timer_locked() {
+  if (request_timer_ < 0) return;
+  Engine::instance().remove(request_timer_);  // its handler takes no lock of ours
+  close(request_timer_);
+  request_timer_ = -1;
 }
 
 template <class F>
@@ -490,6 +538,7 @@ void TcpConnection::fail_named_locked(const TerminateInfo& t, NTSTATUS status) {
 }
 
 void TcpConnection::close_locked() {
+  drop_request_timer_locked();
   if (registered_) {
     Engine::instance().remove(fd_);
     registered_ = false;
@@ -511,6 +560,7 @@ void TcpConnection::detach(Side) {
     // The socket becomes ours alone: a handler running now finds fd_ gone and leaves it
     // open, so it is not closed (and its number reused) before the engine forgets it.
     std::lock_guard lock(mutex_);
+    drop_request_timer_locked();
     detached_ = true;  // a handler starting now returns at once
     registered = registered_;
     registered_ = false;
@@ -768,11 +818,17 @@ void TcpConnection::pump_locked() {
 // ---------------------------------------------------------------------- receive --
 
 void TcpConnection::on_events(uint32_t events) {
-  if (events == 0) {  // posted: early messages to take, completions to deliver
+  if (events == 0) {  // posted: early messages to take, completions to deliver, a deadline
     std::vector<uint8_t> early;
     {
       std::lock_guard lock(mutex_);
       if (detached_) return;
+      if (request_overdue_.exchange(false) && phase_ == Phase::kAwaitRequest) {
+        drop_request_timer_locked();
+        end_locked(nullptr);
+        close_locked();  // the listener never saw it: nobody to tell
+        return;
+      }
       if (phase_ == Phase::kEstablished) early.swap(early_rx_);
     }
     if (!early.empty()) consume(early);
@@ -918,6 +974,10 @@ void TcpConnection::on_mpa_frame() {
   const MpaFrame& frame = frame_parser_->frame();
   if (!active_) {
     std::shared_ptr<Connection> self = shared_from_this();
+    {
+      std::lock_guard lock(mutex_);
+      drop_request_timer_locked();  // the Request came in time
+    }
     if (frame_parser_->state() != MpaFrameParser::State::kComplete) {
       std::lock_guard lock(mutex_);
       if (frame_parser_->state() == MpaFrameParser::State::kRefused) {

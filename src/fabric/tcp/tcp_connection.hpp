@@ -91,6 +91,7 @@ class TcpConnection final : public Connection,
   void on_events(uint32_t events) override;
 
  private:
+  class RequestDeadline;
   enum class Phase {
     kIdle,           // active, before request()
     kTcpConnecting,  // active: TCP handshake in progress
@@ -196,6 +197,7 @@ class TcpConnection final : public Connection,
   // response proves the placement of the requests numbered below `covers`.
   void queue_empty_read_locked(uint64_t covers);
   void close_locked();
+  void drop_request_timer_locked();  // the passive side's MPA Request deadline, if set
   // A Read Request of ours, queued (its slots in reads_ and tx_ reused): a consumer's read
   // (`request`), or a zero-length one (kNoRequest).
   PendingRead& new_read_locked(uint64_t request, uint64_t length, uint64_t covers, uint32_t token,
@@ -233,6 +235,8 @@ class TcpConnection final : public Connection,
   std::vector<uint8_t> early_rx_;  // messages that came before NdkCompleteConnect
 
   // Connection setup.
+  int request_timer_ = -1;                   // passive: the Request's deadline (timerfd)
+  std::atomic<bool> request_overdue_{false};  // it passed; the handler acts on it
   std::vector<uint8_t> own_private_data_;
   MpaFrame request_frame_;                // the Request we sent, or the one we received
   std::vector<uint8_t> request_private_data_;
