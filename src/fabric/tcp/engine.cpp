@@ -106,9 +106,32 @@ void Engine::post(std::shared_ptr<Handler> handler) {
 void Engine::progress() {
   if (t_current != nullptr) return;  // a handler's own call chain: it is progress already
   note_activity();
+  thread_local unsigned t_polls = 0;
+  if (++t_polls % kEpollEvery != 0) {
+    std::shared_ptr<Handler> hot;
+    {
+      std::lock_guard lock(mutex_);
+      hot = hot_.lock();
+    }
+    if (hot && try_handler(*hot)) return;
+  }
   epoll_event events[16];
   int n = epoll_wait(epoll_fd_, events, 16, 0);
   if (n > 0) dispatch(events, n, false);
+}
+
+bool Engine::try_handler(Handler& handler) {
+  if (handler.busy_.exchange(true)) return false;
+  bool got = false;
+  Handler* const outer = t_current;
+  t_current = &handler;
+  if (!handler.removed_.load()) got = handler.try_input();
+  while (!handler.removed_.load() && handler.pending_.exchange(0) != 0) handler.on_events(0);
+  t_current = outer;
+  handler.busy_.store(false);
+  // A post that came as we let go: run_handler takes it (and any that follow).
+  if (!handler.removed_.load() && handler.pending_.load() != 0) run_handler(handler, 0);
+  return got;
 }
 
 void Engine::note_activity() {
@@ -163,6 +186,7 @@ bool Engine::dispatch(const epoll_event* events, int count, bool engine_thread) 
       }
       auto it = handlers_.find(fd);
       if (it == handlers_.end()) continue;  // removed since epoll reported it
+      if (!engine_thread && (events[i].events & EPOLLIN)) hot_ = it->second;
       ready[n] = it->second;
       what[n++] = events[i].events;
     }

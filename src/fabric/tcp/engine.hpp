@@ -7,8 +7,9 @@
 //     no thread wake-up between the socket and the CQ;
 //   - the engine thread, which serves the sockets when nobody polls, so one-sided operations
 //     targeting this process complete while its consumer makes no NDK call. While consumers
-//     poll, it stops watching the sockets (it would only be woken to find the work done, on
-//     a core a consumer needs) and checks back every kHandoff; an idle process sleeps.
+//     poll or post, it stops watching the sockets (it would only be woken to find the work
+//     done, on a core a consumer needs, or contend with a posting consumer for the
+//     connection) and checks back every kHandoff; an idle process sleeps.
 // A handler runs on one thread at a time. A thread that finds it busy leaves the socket's
 // events (level-triggered: reported again while unhandled) and hands a post to the busy
 // thread, which runs it before letting go: nothing is lost.
@@ -34,6 +35,9 @@ class Engine {
     virtual ~Handler() = default;
     // The socket's epoll events, or 0 for a post(). Never runs on two threads at once.
     virtual void on_events(uint32_t events) = 0;
+    // A polling consumer tries the socket without asking epoll first (the socket that had
+    // input last): whether anything came. Never runs on two threads at once either.
+    virtual bool try_input() { return false; }
 
    private:
     friend class Engine;
@@ -62,7 +66,7 @@ class Engine {
   void post(std::shared_ptr<Handler> handler);
 
   // A consumer's poll found nothing: runs the handlers of the sockets ready now, on this
-  // thread, and keeps the engine thread off the sockets for kHandoff. Returns at once when
+  // thread, and keeps the engine thread off the sockets for (at least) kHandoff. Returns at once when
   // called from inside a handler.
   void progress();
   // A consumer posts: it is at work and will poll for the outcome, so the engine thread
@@ -76,6 +80,10 @@ class Engine {
  private:
   static constexpr uint32_t kPosted = EPOLLONESHOT;  // never asked of epoll: marks a post()
   static constexpr int kBatch = 64;
+  // A consumer's poll tries the last socket that had input directly (one receive call where
+  // epoll_wait and then the receive would be two); every kEpollEvery-th poll asks epoll, so
+  // no other socket waits long behind a busy one.
+  static constexpr unsigned kEpollEvery = 8;
 
   Engine();
   ~Engine();
@@ -83,6 +91,8 @@ class Engine {
   // Runs the handlers of `events` (from epoll_wait) on this thread. False: stopping.
   bool dispatch(const epoll_event* events, int count, bool engine_thread);
   void run_handler(Handler& handler, uint32_t events);
+  // try_input() under the same rule as run_handler; false also when the handler is busy.
+  bool try_handler(Handler& handler);
   void note_activity();
 
   int epoll_fd_ = -1;
@@ -90,6 +100,7 @@ class Engine {
   std::mutex mutex_;
   std::unordered_map<int, std::shared_ptr<Handler>> handlers_;
   std::unordered_map<Handler*, std::shared_ptr<Handler>> posted_;
+  std::weak_ptr<Handler> hot_;  // mutex_: the socket a consumer's poll found input on last
   bool stopping_ = false;
   // Bumped by consumers' polls and posts; the engine thread steps back from the sockets
   // while it changes (no clock read on the consumers' path).

@@ -817,6 +817,16 @@ void TcpConnection::pump_locked() {
 
 // ---------------------------------------------------------------------- receive --
 
+bool TcpConnection::try_input() {
+  {
+    std::lock_guard lock(mutex_);
+    if (detached_ || fd_ < 0 || phase_ == Phase::kTcpConnecting) return false;
+  }
+  const bool got = on_readable();
+  if (got) deliver_completions();
+  return got;
+}
+
 void TcpConnection::on_events(uint32_t events) {
   if (events == 0) {  // posted: early messages to take, completions to deliver, a deadline
     std::vector<uint8_t> early;
@@ -850,7 +860,8 @@ void TcpConnection::on_events(uint32_t events) {
   deliver_completions();
 }
 
-void TcpConnection::on_readable() {
+bool TcpConnection::on_readable() {
+  bool got = false;
   for (;;) {
     int fd;
     bool framed;  // FPDUs flow: parser_ is set (under mutex_, by the consumer's Accept)
@@ -859,7 +870,7 @@ void TcpConnection::on_readable() {
       fd = fd_;
       framed = phase_ == Phase::kAwaitRtr || phase_ == Phase::kEstablished || phase_ == Phase::kDraining;
     }
-    if (fd < 0) return;
+    if (fd < 0) return got;
     // Tagged payload goes from the socket straight to its place (one copy per byte, the
     // kernel's), the next FPDU's headers in the same call into rx_buffer_; everything else
     // through rx_buffer_, in big reads while small messages flow and at most kBoundaryRead
@@ -872,14 +883,19 @@ void TcpConnection::on_readable() {
       buffered = n > 0 ? static_cast<size_t>(n) : 0;
     }
     if (n >= 0) wire_received();
-    if (n == 0) return on_eof(0);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      if (errno == EINTR) continue;
-      return on_eof(errno);
+    if (n == 0) {
+      on_eof(0);
+      return true;
     }
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return got;
+      if (errno == EINTR) continue;
+      on_eof(errno);
+      return true;
+    }
+    got = true;
     if (buffered > 0) consume({rx_buffer_.data(), buffered});
-    if (static_cast<size_t>(n) < wanted) return;  // the socket is drained
+    if (static_cast<size_t>(n) < wanted) return got;  // the socket is drained
   }
 }
 

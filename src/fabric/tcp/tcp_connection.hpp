@@ -89,6 +89,7 @@ class TcpConnection final : public Connection,
 
   // ---- Engine::Handler ----
   void on_events(uint32_t events) override;
+  bool try_input() override;
 
  private:
   class RequestDeadline;
@@ -156,7 +157,7 @@ class TcpConnection final : public Connection,
   Verdict end_segment(const Segment& segment) override;
 
   // ---- receive (the handler's thread) ----
-  void on_readable();
+  bool on_readable();  // whether any bytes came
   // Tagged payload straight from the socket into its target, and what follows it into
   // rx_buffer_ (one readv): what readv returned; in `wanted`, what it asked for (0 when
   // nothing is to be taken that way now); in `buffered`, the bytes it put in rx_buffer_.
