@@ -10,7 +10,6 @@
 #include <sys/socket.h>
 #include <signal.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -22,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "core/kernel_sync.hpp"
 #include "netns.hpp"
 #include "process.hpp"
 #include "remote.hpp"
@@ -70,7 +70,7 @@ TEST(FaultPeer, Server) {
       const uintptr_t slot = reinterpret_cast<uintptr_t>(results[i].RequestContext);
       NDK_SGE rx = server.sge(slot * kMessage, kMessage);
       if (serving) serving = server.qp->Dispatch->NdkReceive(server.qp, results[i].RequestContext, &rx, 1) == STATUS_SUCCESS;
-      if (serving) std::atomic_ref(server.buffer[kCreditOffset]).fetch_add(1, std::memory_order_relaxed);
+      if (serving) softndk::write_exposed([&] { ++server.buffer[kCreditOffset]; });
     }
     if (got == 0) std::this_thread::sleep_for(50us);
   }

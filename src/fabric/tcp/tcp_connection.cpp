@@ -821,6 +821,7 @@ bool TcpConnection::try_input() {
   {
     std::lock_guard lock(mutex_);
     if (detached_ || fd_ < 0 || phase_ == Phase::kTcpConnecting) return false;
+    if (want_output_) pump_locked();  // what waited for room, as EPOLLOUT would have it
   }
   const bool got = on_readable();
   if (got) deliver_completions();
