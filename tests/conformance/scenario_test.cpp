@@ -293,10 +293,11 @@ TEST_P(ScenarioTest, R079_R120_ManyQpsOnOneCq) {
     for (int i = kQps - 1; i >= 0; --i) {
       ASSERT_EQ(peer().Send(pairs[i].p.qp, 0, {{theirs.id, 0, static_cast<ULONG>(i + 1)}}),
                 STATUS_SUCCESS);
-      // Away from the bytes the sends read and the receives fill: on a concurrent fabric
-      // they would race (the test's own memory, not the provider's).
-      ASSERT_EQ(PostWrite(pairs[i].q, Ctx(500 + 10 * i + round), {mine.Sge(2048, 8)}, theirs.address + 2048,
-                          theirs.remote_token),
+      // Away from the bytes the sends read and the receives fill, and each QP to its own
+      // target: on a concurrent fabric they would race (the test's own memory, not the
+      // provider's; two connections' writes to one address land in any order).
+      ASSERT_EQ(PostWrite(pairs[i].q, Ctx(500 + 10 * i + round), {mine.Sge(2048, 8)},
+                          theirs.address + 2048 + 16 * i, theirs.remote_token),
                 STATUS_SUCCESS);
     }
   }
