@@ -81,8 +81,8 @@ class Engine {
   static constexpr uint32_t kPosted = EPOLLONESHOT;  // never asked of epoll: marks a post()
   static constexpr int kBatch = 64;
   // A consumer's poll tries the last socket that had input directly (one receive call where
-  // epoll_wait and then the receive would be two); every kEpollEvery-th poll asks epoll, so
-  // no other socket waits long behind a busy one.
+  // epoll_wait and then the receive would be two); every kEpollEvery-th poll asks epoll
+  // instead, so no other socket waits more than that many polls.
   static constexpr unsigned kEpollEvery = 8;
 
   Engine();

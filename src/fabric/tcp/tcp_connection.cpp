@@ -24,6 +24,7 @@ constexpr size_t kRxBuffer = 256 * 1024;
 // payload), so that the rest of the payload can go straight to its place.
 constexpr uint32_t kDirectMin = 1024;
 constexpr size_t kBoundaryRead = 512;
+constexpr size_t kReadBudget = 1 << 20;  // bytes one call of the handler reads at most
 constexpr int kSendFlags = MSG_NOSIGNAL | MSG_DONTWAIT;
 constexpr size_t kMaxEarly = 1 << 20;
 
@@ -863,6 +864,10 @@ void TcpConnection::on_events(uint32_t events) {
 
 bool TcpConnection::on_readable() {
   bool got = false;
+  // A stream that never drains does not keep a thread here for good: after kReadBudget the
+  // handler returns (epoll reports the socket again), so that the engine thread can see a
+  // consumer polling and step back, and a polling consumer gets back to its CQ.
+  size_t budget = kReadBudget;
   for (;;) {
     int fd;
     bool framed;  // FPDUs flow: parser_ is set (under mutex_, by the consumer's Accept)
@@ -897,6 +902,8 @@ bool TcpConnection::on_readable() {
     got = true;
     if (buffered > 0) consume({rx_buffer_.data(), buffered});
     if (static_cast<size_t>(n) < wanted) return got;  // the socket is drained
+    if (static_cast<size_t>(n) >= budget) return got;
+    budget -= static_cast<size_t>(n);
   }
 }
 
