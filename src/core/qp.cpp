@@ -407,12 +407,16 @@ bool Qp::take_receive(PostedReceive& receive) {
   return srq_ != nullptr ? srq_->take(receive) : receives_.pop(receive);
 }
 
+NTSTATUS Qp::resolve_receive(const PostedReceive& receive, ExtentList& out, AccessGuard& guard) {
+  return resolve_local(adapter(), pd_, receive.sge, receive.count, kNeedLocalWrite, out, guard);
+}
+
 NTSTATUS Qp::place_receive(const PostedReceive& receive, uint64_t offset,
                            std::span<const uint8_t> bytes) {
   ExtentList& into = *receive_extents_;
   into.clear();
   AccessGuard guard;
-  NTSTATUS status = resolve_local(adapter(), pd_, receive.sge, receive.count, kNeedLocalWrite, into, guard);
+  NTSTATUS status = resolve_receive(receive, into, guard);
   if (!NT_SUCCESS(status)) return status;
   return copy_to_extents(into, offset, bytes) == bytes.size() ? STATUS_SUCCESS
                                                               : STATUS_BUFFER_OVERFLOW;

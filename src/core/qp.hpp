@@ -102,6 +102,7 @@ class Qp final : public Object, public fabric::QpEndpoint {
   bool take_receive(PostedReceive& receive) override;
   NTSTATUS place_receive(const PostedReceive& receive, uint64_t offset,
                          std::span<const uint8_t> bytes) override;
+  NTSTATUS resolve_receive(const PostedReceive& receive, ExtentList& out, AccessGuard& guard) override;
   SendOutcome finish_receive(const PostedReceive& receive, NTSTATUS placed, size_t bytes,
                              bool solicited, bool invalidate, uint32_t token) override;
   void initiator_completed(NTSTATUS status) override;

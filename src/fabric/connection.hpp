@@ -70,6 +70,9 @@ class QpEndpoint {
   // STATUS_BUFFER_OVERFLOW: the message runs past the buffers (what fits is placed).
   virtual NTSTATUS place_receive(const PostedReceive& receive, uint64_t offset,
                                  std::span<const uint8_t> bytes) = 0;
+  // The receive's buffers, for a fabric that receives a message straight into them; they
+  // stay registered while `guard` holds.
+  virtual NTSTATUS resolve_receive(const PostedReceive& receive, ExtentList& out, AccessGuard& guard) = 0;
   // The message ended: completes the receive with the placement's status and the bytes
   // placed, after invalidating `token` when asked (send with invalidate).
   virtual SendOutcome finish_receive(const PostedReceive& receive, NTSTATUS placed, size_t bytes,

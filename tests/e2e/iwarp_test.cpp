@@ -267,6 +267,49 @@ TEST_P(Iwarp, SendWithoutPostedReceiveTerminates) {
   EXPECT_EQ(server_disconnects_.reason, static_cast<ULONG>(STATUS_REMOTE_RESOURCES));
 }
 
+// Sends of 16 KiB and more go from the socket straight into their receive's buffers (as
+// tagged payloads do): across several FPDUs and SGEs, every byte where it belongs and none
+// between the SGEs. (One larger than its receive takes the byte-wise path, which places
+// what fits: ReceiveTooSmallFailsWithBufferOverflow, and 60 KB into 256 bytes in
+// iwarp_hostile_test.)
+TEST_P(Iwarp, BigSendsLandInTheirReceivesByteForByte) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  constexpr unsigned char kGuard = 0xEE;
+  std::fill(server_.buffer.begin(), server_.buffer.begin() + 400000, kGuard);
+  for (size_t i = 0; i < 400000; ++i) client_.buffer[i] = static_cast<unsigned char>(i * 13 + 5);
+  // Receive: 70000 + 50000 + 80000 bytes, with gaps between them.
+  const NDK_SGE into[3] = {server_.sge(0, 70000), server_.sge(80000, 50000), server_.sge(140000, 80000)};
+  const size_t kSizes[] = {200000, 150000, 20000};  // the whole receive, less, just above the threshold
+  for (size_t size : kSizes) {
+    SCOPED_TRACE(size);
+    std::fill(server_.buffer.begin(), server_.buffer.begin() + 400000, kGuard);
+    ASSERT_EQ(server_.qp->Dispatch->NdkReceive(server_.qp, nullptr, into, 3), STATUS_SUCCESS);
+    // From four uneven SGEs.
+    const ULONG a = static_cast<ULONG>(size / 3), b = static_cast<ULONG>(size / 4), c = 1000;
+    const NDK_SGE from[4] = {client_.sge(0, a), client_.sge(a, b), client_.sge(a + b, c),
+                             client_.sge(a + b + c, static_cast<ULONG>(size - a - b - c))};
+    ASSERT_EQ(client_.qp->Dispatch->NdkSend(client_.qp, nullptr, from, 4, 0), STATUS_SUCCESS);
+    auto received = server_.poll(1);
+    ASSERT_EQ(received.size(), 1u);
+    EXPECT_EQ(received[0].Status, STATUS_SUCCESS);
+    EXPECT_EQ(received[0].BytesTransferred, size);
+    ASSERT_EQ(client_.poll(1).size(), 1u);
+    size_t at = 0;  // message offset
+    for (const NDK_SGE& sge : into) {
+      const size_t base = static_cast<size_t>(static_cast<unsigned char*>(sge.VirtualAddress) - server_.buffer.data());
+      for (size_t i = 0; i < sge.Length; ++i, ++at) {
+        const unsigned char want = at < size ? client_.buffer[at] : kGuard;
+        if (server_.buffer[base + i] != want) {
+          ADD_FAILURE() << "byte " << at << " of the message (buffer offset " << base + i << ")";
+          break;
+        }
+      }
+    }
+    for (size_t gap : {size_t{70000}, size_t{130000}, size_t{220000}})
+      EXPECT_EQ(server_.buffer[gap], kGuard) << "a byte landed outside the receive at " << gap;
+  }
+}
+
 TEST_P(Iwarp, ReceiveTooSmallFailsWithBufferOverflow) {
   ASSERT_NO_FATAL_FAILURE(connect());
   NDK_SGE small = server_.sge(0, 16);

@@ -107,13 +107,16 @@ class FpduParser {
   bool at_boundary() const { return state_ == State::kMpaHeader && have_ == 0; }
   uint64_t fpdus() const { return fpdus_; }
 
-  // Direct placement (what DDP is for): inside a tagged segment's payload (a Write, a Read
-  // Response), the bytes of it still to come, else 0; the segment, and the offset from its
-  // first payload byte where they start. A caller may receive them from the socket straight
-  // into their target and report them with placed_directly() instead of feed() (the sink's
-  // payload() is then not called for them: the caller placed them).
+  // Direct placement (what DDP is for): inside a data segment's payload (a Write, a Read
+  // Response, a Send), the bytes of it still to come, else 0; the segment, and the offset
+  // from its first payload byte where they start. A caller may receive them from the socket
+  // straight into their target (tagged: the STag's memory; untagged: the posted receive)
+  // and report them with placed_directly() instead of feed() (the sink's payload() is then
+  // not called for them: the caller placed them).
   uint32_t direct_pending() const {
-    return state_ == State::kPayload && segment_.tagged ? segment_.payload_length - payload_have_ : 0;
+    return state_ == State::kPayload && opcode_info(segment_.opcode).body == Body::kData
+               ? segment_.payload_length - payload_have_
+               : 0;
   }
   const Segment& segment() const { return segment_; }
   uint32_t payload_offset() const { return payload_have_; }

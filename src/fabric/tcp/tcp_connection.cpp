@@ -23,6 +23,9 @@ constexpr size_t kRxBuffer = 256 * 1024;
 // payloads flow, a read at an FPDU boundary takes only this much (its headers and some
 // payload), so that the rest of the payload can go straight to its place.
 constexpr uint32_t kDirectMin = 1024;
+// A Send's payload goes straight into its receive from this size on: below it, many small
+// messages come with one big read (one call for them all beats one each).
+constexpr uint32_t kDirectMinUntagged = 16 * 1024;
 constexpr size_t kBoundaryRead = 512;
 constexpr size_t kReadBudget = 1 << 20;  // bytes one call of the handler reads at most
 constexpr int kSendFlags = MSG_NOSIGNAL | MSG_DONTWAIT;
@@ -909,10 +912,11 @@ bool TcpConnection::on_readable() {
 
 ssize_t TcpConnection::receive_direct(int fd, size_t& wanted, size_t& buffered) {
   wanted = buffered = 0;
-  if (!parser_ || rx_discard_ || parser_->direct_pending() < kDirectMin) return 0;
+  if (!parser_ || rx_discard_) return 0;
   const Segment& s = parser_->segment();
-  const uint64_t at = s.to + parser_->payload_offset();
   const uint32_t length = parser_->direct_pending();
+  if (length < (s.tagged ? kDirectMin : kDirectMinUntagged)) return 0;
+  const uint64_t at = (s.tagged ? s.to : uint64_t{s.mo}) + parser_->payload_offset();
   size_t count = 0;
   ssize_t n = 0;
   size_t placed = 0;
@@ -944,6 +948,21 @@ ssize_t TcpConnection::receive_direct(int fd, size_t& wanted, size_t& buffered) 
     for (ULONG i = 0; i < target.count() && count < kDirectIov; ++i)
       direct_iov_[count++] = {target.begin()[i].data, target.begin()[i].length};
     receive();
+    return n;
+  }
+  if (!s.tagged) {  // a Send: into the receive it took (begin_segment)
+    QpEndpoint* endpoint = qp();
+    // Past the receive's end the byte-wise path places what fits and reports the overflow.
+    if (endpoint == nullptr || !rx_have_receive_ || at + length > rx_capacity_) return 0;
+    AccessGuard guard;  // its buffers stay registered while bytes land in them
+    ExtentList& target = *rx_extents_;
+    target.clear();
+    if (!NT_SUCCESS(endpoint->resolve_receive(rx_receive_, target, guard))) return 0;
+    append_iov(rx_receive_iov_, target);
+    count = slice_iov(rx_receive_iov_, at, length, direct_iov_, kDirectIov);
+    if (count == 0) return 0;
+    receive();
+    rx_bytes_ = std::max<uint64_t>(rx_bytes_, at + placed);
     return n;
   }
   // A Read Response: our own read's sink, checked by begin_segment. Under mutex_, so that a
@@ -1134,7 +1153,7 @@ Verdict TcpConnection::begin_segment(const Segment& s) {
   const bool awaiting_rtr = !active_ && rtr_expected_ && phase == Phase::kAwaitRtr;
   // Big tagged payloads flow until a small message starts (a big message's short last
   // segment does not count).
-  if (s.tagged && s.payload_length >= kDirectMin) rx_big_payloads_ = true;
+  if (s.payload_length >= (s.tagged ? kDirectMin : kDirectMinUntagged)) rx_big_payloads_ = true;
   else if (s.first) rx_big_payloads_ = false;
   // Ending: only what completes our own requests still counts (read responses, a
   // Terminate); the peer's messages are let go, as after a FIN.
