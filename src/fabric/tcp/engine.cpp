@@ -16,6 +16,9 @@ namespace {
 std::atomic<Engine*> g_running{nullptr};
 // The handler this thread runs now (nested calls of progress() and remove() need it).
 thread_local Engine::Handler* t_current = nullptr;
+// The socket this consumer thread's poll found input on last (each consumer its own: with
+// several, each keeps trying the socket it is waiting on).
+thread_local std::weak_ptr<Engine::Handler> t_hot;
 
 void wake(int fd) {
   uint64_t one = 1;
@@ -108,11 +111,7 @@ void Engine::progress() {
   note_activity();
   thread_local unsigned t_polls = 0;
   if (++t_polls % kEpollEvery != 0) {
-    std::shared_ptr<Handler> hot;
-    {
-      std::lock_guard lock(mutex_);
-      hot = hot_.lock();
-    }
+    const std::shared_ptr<Handler> hot = t_hot.lock();
     // Found nothing there either way: epoll's turn comes every kEpollEvery-th poll (one
     // system call per empty poll, not two).
     if (hot) {
@@ -191,7 +190,7 @@ bool Engine::dispatch(const epoll_event* events, int count, bool engine_thread) 
       }
       auto it = handlers_.find(fd);
       if (it == handlers_.end()) continue;  // removed since epoll reported it
-      if (!engine_thread && (events[i].events & EPOLLIN)) hot_ = it->second;
+      if (!engine_thread && (events[i].events & EPOLLIN)) t_hot = it->second;
       ready[n] = it->second;
       what[n++] = events[i].events;
     }

@@ -100,7 +100,6 @@ class Engine {
   std::mutex mutex_;
   std::unordered_map<int, std::shared_ptr<Handler>> handlers_;
   std::unordered_map<Handler*, std::shared_ptr<Handler>> posted_;
-  std::weak_ptr<Handler> hot_;  // mutex_: the socket a consumer's poll found input on last
   bool stopping_ = false;
   // Bumped by consumers' polls and posts; the engine thread steps back from the sockets
   // while it changes (no clock read on the consumers' path).

@@ -822,13 +822,15 @@ void TcpConnection::pump_locked() {
 // ---------------------------------------------------------------------- receive --
 
 bool TcpConnection::try_input() {
+  bool pumped;
   {
     std::lock_guard lock(mutex_);
     if (detached_ || fd_ < 0 || phase_ == Phase::kTcpConnecting) return false;
-    if (want_output_) pump_locked();  // what waited for room, as EPOLLOUT would have it
+    pumped = want_output_;
+    if (pumped) pump_locked();  // what waited for room, as EPOLLOUT would have it
   }
   const bool got = on_readable();
-  if (got) deliver_completions();
+  if (got || pumped) deliver_completions();  // a send may complete once its bytes left
   return got;
 }
 
