@@ -66,8 +66,8 @@ class Engine {
   void post(std::shared_ptr<Handler> handler);
 
   // A consumer's poll found nothing: runs the handlers of the sockets ready now, on this
-  // thread, and keeps the engine thread off the sockets for (at least) kHandoff. Returns at once when
-  // called from inside a handler.
+  // thread, and keeps the engine thread off the sockets for (at least) kHandoff. Returns
+  // at once when called from inside a handler.
   void progress();
   // A consumer posts: it is at work and will poll for the outcome, so the engine thread
   // keeps off the sockets as after a poll (a post sends on the consumer's thread, and the

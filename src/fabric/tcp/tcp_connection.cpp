@@ -79,29 +79,41 @@ void configure_socket(int fd, unsigned dead_peer_ms) {
   setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof timeout);
 }
 
-// Appends an extent list as iovecs (the bytes stay where they are).
+// An extent list as iovecs, in place of what `out` held (the bytes stay where they are).
 void append_iov(std::vector<iovec>& out, const ExtentList& extents) {
   out.clear();
   for (ULONG i = 0; i < extents.count(); ++i)
     out.push_back({extents.begin()[i].data, extents.begin()[i].length});
 }
 
+// One piece of memory of an iovec list or an extent list.
+std::pair<uint8_t*, size_t> piece_of(const iovec& v) { return {static_cast<uint8_t*>(v.iov_base), v.iov_len}; }
+std::pair<uint8_t*, size_t> piece_of(const Extent& e) { return {e.data, e.length}; }
+
 // The window [offset, offset + length) of the memory `in` describes, as at most `max`
 // iovecs in `out`; their count (fewer bytes than asked when `in` or `max` runs out).
-size_t slice_iov(std::span<const iovec> in, uint64_t offset, uint64_t length, iovec* out, size_t max) {
+template <class Piece>
+size_t slice_pieces(std::span<const Piece> in, uint64_t offset, uint64_t length, iovec* out, size_t max) {
   size_t count = 0;
-  for (const iovec& v : in) {
+  for (const Piece& p : in) {
+    const auto [base, size] = piece_of(p);
     if (length == 0 || count == max) break;
-    if (offset >= v.iov_len) {
-      offset -= v.iov_len;
+    if (offset >= size) {
+      offset -= size;
       continue;
     }
-    const size_t piece = static_cast<size_t>(std::min<uint64_t>(v.iov_len - offset, length));
-    out[count++] = {static_cast<uint8_t*>(v.iov_base) + offset, piece};
+    const size_t piece = static_cast<size_t>(std::min<uint64_t>(size - offset, length));
+    out[count++] = {base + offset, piece};
     length -= piece;
     offset = 0;
   }
   return count;
+}
+size_t slice_iov(std::span<const iovec> in, uint64_t offset, uint64_t length, iovec* out, size_t max) {
+  return slice_pieces(in, offset, length, out, max);
+}
+size_t slice_iov(const ExtentList& in, uint64_t offset, uint64_t length, iovec* out, size_t max) {
+  return slice_pieces(std::span<const Extent>(in.begin(), in.count()), offset, length, out, max);
 }
 
 // Copies `bytes` to `offset` of the memory an iovec list describes; the bytes copied.
@@ -947,8 +959,7 @@ ssize_t TcpConnection::receive_direct(int fd, size_t& wanted, size_t& buffered) 
     target.clear();
     if (!NT_SUCCESS(endpoint->resolve_tagged(s.stag, at, length, kNeedRemoteWrite, target, guard)))
       return 0;  // the byte-wise path reports it
-    for (ULONG i = 0; i < target.count() && count < kDirectIov; ++i)
-      direct_iov_[count++] = {target.begin()[i].data, target.begin()[i].length};
+    count = slice_iov(target, 0, length, direct_iov_, kDirectIov);
     receive();
     return n;
   }
@@ -960,8 +971,7 @@ ssize_t TcpConnection::receive_direct(int fd, size_t& wanted, size_t& buffered) 
     ExtentList& target = *rx_extents_;
     target.clear();
     if (!NT_SUCCESS(endpoint->resolve_receive(rx_receive_, target, guard))) return 0;
-    append_iov(rx_receive_iov_, target);
-    count = slice_iov(rx_receive_iov_, at, length, direct_iov_, kDirectIov);
+    count = slice_iov(target, at, length, direct_iov_, kDirectIov);
     if (count == 0) return 0;
     receive();
     rx_bytes_ = std::max<uint64_t>(rx_bytes_, at + placed);

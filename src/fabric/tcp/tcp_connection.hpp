@@ -288,7 +288,6 @@ class TcpConnection final : public Connection,
   static constexpr size_t kDirectIov = 64;
   iovec direct_iov_[kDirectIov + 1];  // and the tail into rx_buffer_
   PostedReceive rx_receive_{};
-  std::vector<iovec> rx_receive_iov_;  // its buffers, for a Send received straight into them
   bool rx_have_receive_ = false;
   bool rx_discard_ = false;  // the segment in progress is let go (ending)
   uint64_t rx_capacity_ = 0;
