@@ -72,7 +72,11 @@ struct Case {
   size_t size;
   bool crc;
   std::string name;
+  // Bandwidth: SoftNDK posts each burst as one NDK_OP_FLAG_DEFER chain (ndkperf's
+  // default); a case without it (one doorbell per request) is printed beside, no bar.
+  bool defer = true;
   bool latency() const { return kind == Kind::kSendLatency; }
+  bool has_bar() const { return kind != Kind::kReadBandwidth && defer; }
 };
 
 // One repetition's pair of figures: latency in ns (half round trip), bandwidth in bytes/s.
@@ -156,6 +160,7 @@ bool measure_ndk(const Case& c, double& figure, double& seconds, std::string& er
                                                        : perf::Operation::kRead;
   params.mode = c.latency() ? perf::Mode::kLatency : perf::Mode::kBandwidth;
   params.flags = g_flags;
+  params.defer = c.defer;
   perf::Result result;
   double drain = 0;
   try {
@@ -201,6 +206,7 @@ bool measure_ndk_processes(const Case& c, double& figure, double& seconds, std::
                                    "-n", std::to_string(n), "-w", std::to_string(n / 10),
                                    "-q", std::to_string(kQueueDepth), "--json", "--no-progress"};
   if (g_flags & NDK_OP_FLAG_SILENT_SUCCESS) argv.push_back("--silent");
+  if (!c.defer) argv.push_back("--no-defer");
   bench::Process client(argv, {crc});
   const std::string out = client.finish(std::chrono::seconds(120));
   server.finish(std::chrono::seconds(10));
@@ -285,9 +291,10 @@ void bm_case(benchmark::State& state, const Case& c) {
 
 std::vector<Case> cases() {
   std::vector<Case> all;
-  auto add = [&](Kind kind, size_t size, bool crc) {
+  auto add = [&](Kind kind, size_t size, bool crc, bool defer = true) {
     const char* op = kind == Kind::kSendLatency ? "send/lat/" : kind == Kind::kWriteBandwidth ? "write/bw/" : "read/bw/";
-    all.push_back(Case{kind, size, crc, op + std::to_string(size) + (crc ? "/crc" : "/nocrc")});
+    all.push_back(Case{kind, size, crc, op + std::to_string(size) + (crc ? "/crc" : "/nocrc") + (defer ? "" : "/nodefer"),
+                       defer});
   };
   for (bool crc : {false, true}) {
     add(Kind::kSendLatency, 8, crc);
@@ -295,6 +302,7 @@ std::vector<Case> cases() {
     add(Kind::kWriteBandwidth, 1 << 20, crc);
     add(Kind::kReadBandwidth, 1 << 20, crc);
   }
+  add(Kind::kWriteBandwidth, 65536, false, /*defer=*/false);
   return all;
 }
 
@@ -346,7 +354,7 @@ class SummaryReporter : public benchmark::BenchmarkReporter {
   void print() {
     FILE* o = out_;
     std::fprintf(o, "\n==== SoftNDK iWARP vs raw TCP, same run (medians over the repetitions, min..max) ====\n");
-    std::fprintf(o, "%-26s %-30s %-30s %-22s %-12s %s\n", "", "SoftNDK iWARP", "raw TCP (reference)", "ratio", "bar",
+    std::fprintf(o, "%-34s %-30s %-30s %-22s %-12s %s\n", "", "SoftNDK iWARP", "raw TCP (reference)", "ratio", "bar",
                  "");
     int misses = 0, bars = 0;
     for (const Record& r : g_records) {
@@ -354,9 +362,9 @@ class SummaryReporter : public benchmark::BenchmarkReporter {
       std::string what = (r.c.kind == Kind::kSendLatency     ? "send, half RTT "
                           : r.c.kind == Kind::kWriteBandwidth ? "write bw "
                                                               : "read bw ") +
-                         size_name(r.c.size) + (r.c.crc ? ", CRC" : ", no CRC");
+                         size_name(r.c.size) + (r.c.crc ? ", CRC" : ", no CRC") + (r.c.defer ? "" : ", no DEFER");
       if (r.samples.empty()) {
-        std::fprintf(o, "%-26s ERROR: %s\n", what.c_str(), r.error.empty() ? "not measured" : r.error.c_str());
+        std::fprintf(o, "%-34s ERROR: %s\n", what.c_str(), r.error.empty() ? "not measured" : r.error.c_str());
         continue;
       }
       std::vector<double> ndk, ref, ratio;
@@ -370,7 +378,7 @@ class SummaryReporter : public benchmark::BenchmarkReporter {
       char ratio_text[48];
       std::snprintf(ratio_text, sizeof(ratio_text), "%.2fx (%.2f..%.2f)", m, *rlo, *rhi);
       std::string bar = "-", verdict = "(printed beside)";
-      if (r.c.kind != Kind::kReadBandwidth) {
+      if (r.c.has_bar()) {
         const bool pass = lat ? m <= kLatencyBar : m >= kBandwidthBar;
         char text[16];
         std::snprintf(text, sizeof(text), "%s %.1fx", lat ? "<=" : ">=", lat ? kLatencyBar : kBandwidthBar);
@@ -386,14 +394,16 @@ class SummaryReporter : public benchmark::BenchmarkReporter {
           verdict = "PASS";
         }
       }
-      std::fprintf(o, "%-26s %-30s %-30s %-22s %-12s %s\n", what.c_str(), spread_text(lat, ndk).c_str(), spread_text(lat, ref).c_str(),
+      std::fprintf(o, "%-34s %-30s %-30s %-22s %-12s %s\n", what.c_str(), spread_text(lat, ndk).c_str(), spread_text(lat, ref).c_str(),
                    ratio_text, bar.c_str(), verdict.c_str());
-      if (!r.error.empty()) std::fprintf(o, "%-26s (a repetition failed: %s)\n", "", r.error.c_str());
+      if (!r.error.empty()) std::fprintf(o, "%-34s (a repetition failed: %s)\n", "", r.error.c_str());
     }
     std::fprintf(o,
                  "(ratio: SoftNDK median / TCP median, then the range of the per-repetition ratios; %zu repetition(s),\n"
                  " SoftNDK and TCP alternating; SoftNDK %s. Latency: median of one-way samples. Write\n"
-                 " bandwidth is timed until every byte was placed; TCP's until the server has them all.)\n",
+                 " bandwidth is timed until every byte was placed; TCP's until the server has them all. SoftNDK\n"
+                 " posts each bandwidth burst as one NDK_OP_FLAG_DEFER chain, sent together; 'no DEFER': a\n"
+                 " doorbell per request.)\n",
                  g_records.empty() ? size_t{0} : g_records.front().samples.size(),
                  g_one_process ? "in this process" : "as two ndkperf processes");
     std::fprintf(o, "bars: %d of %d met%s\n", bars - misses, bars,

@@ -431,11 +431,18 @@ VOID flush(NDK_QP* ndk) {
   if (Qp* qp = Qp::from(ndk)) qp->flush();
 }
 
+// What an initiator request returns: a request refused inline first hands the DEFER
+// requests posted before it to processing (R083).
+NTSTATUS initiator_status(Qp& qp, NTSTATUS status) {
+  if (!NT_SUCCESS(status)) qp.start_deferred();
+  return status;
+}
+
 NTSTATUS send(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count, ULONG flags) {
   Qp* qp;
   NTSTATUS status = resolve(ndk, &qp);
   if (!NT_SUCCESS(status)) return status;
-  return qp->post_send(context, sgl, count, flags, /*invalidate=*/false, 0);
+  return initiator_status(*qp, qp->post_send(context, sgl, count, flags, /*invalidate=*/false, 0));
 }
 
 NTSTATUS receive(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count) {
@@ -451,10 +458,11 @@ NTSTATUS bind(NDK_QP* ndk, PVOID context, NDK_MR* ndk_mr, NDK_MW* ndk_mw, PVOID 
   Mr* mr;
   Mw* mw;
   NTSTATUS status = resolve(ndk, &qp);
-  if (NT_SUCCESS(status)) status = resolve(ndk_mr, &mr);
-  if (NT_SUCCESS(status)) status = resolve(ndk_mw, &mw);
   if (!NT_SUCCESS(status)) return status;
-  return qp->post_bind(context, *mr, *mw, reinterpret_cast<uintptr_t>(address), length, flags);
+  status = resolve(ndk_mr, &mr);
+  if (NT_SUCCESS(status)) status = resolve(ndk_mw, &mw);
+  if (!NT_SUCCESS(status)) return initiator_status(*qp, status);
+  return initiator_status(*qp, qp->post_bind(context, *mr, *mw, reinterpret_cast<uintptr_t>(address), length, flags));
 }
 
 NTSTATUS fast_register(NDK_QP* ndk, PVOID context, NDK_MR* ndk_mr, ULONG page_count,
@@ -463,13 +471,14 @@ NTSTATUS fast_register(NDK_QP* ndk, PVOID context, NDK_MR* ndk_mr, ULONG page_co
   Qp* qp;
   Mr* mr;
   NTSTATUS status = resolve(ndk, &qp);
-  if (NT_SUCCESS(status)) status = resolve(ndk_mr, &mr);
   if (!NT_SUCCESS(status)) return status;
+  status = resolve(ndk_mr, &mr);
+  if (!NT_SUCCESS(status)) return initiator_status(*qp, status);
   if (page_count == 0 || pages == nullptr || fbo >= PAGE_SIZE || length == 0 ||
       length > static_cast<SIZE_T>(page_count) * PAGE_SIZE - fbo)
-    return STATUS_INVALID_PARAMETER;  // R142
-  return qp->post_fast_register(context, *mr, page_count, pages, fbo, length,
-                                reinterpret_cast<uintptr_t>(base), flags);
+    return initiator_status(*qp, STATUS_INVALID_PARAMETER);  // R142
+  return initiator_status(*qp, qp->post_fast_register(context, *mr, page_count, pages, fbo, length,
+                                                      reinterpret_cast<uintptr_t>(base), flags));
 }
 
 NTSTATUS invalidate(NDK_QP* ndk, PVOID context, NDK_OBJECT_HEADER* target, ULONG flags) {
@@ -478,9 +487,9 @@ NTSTATUS invalidate(NDK_QP* ndk, PVOID context, NDK_OBJECT_HEADER* target, ULONG
   if (!NT_SUCCESS(status)) return status;
   Object* object = Object::from_header(target, NdkObjectTypeUndefined);
   if (object == nullptr || (object->type() != NdkObjectTypeMr && object->type() != NdkObjectTypeMw))
-    return STATUS_INVALID_PARAMETER;
-  if (object->close_requested()) return STATUS_INVALID_DEVICE_STATE;
-  return qp->post_invalidate(context, *object, flags);
+    return initiator_status(*qp, STATUS_INVALID_PARAMETER);
+  if (object->close_requested()) return initiator_status(*qp, STATUS_INVALID_DEVICE_STATE);
+  return initiator_status(*qp, qp->post_invalidate(context, *object, flags));
 }
 
 NTSTATUS read(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count, UINT64 address,
@@ -491,7 +500,7 @@ NTSTATUS read(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count, UINT6
   // An adapter that does not advertise read with local invalidate ignores the flag (R094).
   if ((qp->adapter().info().AdapterFlags & NDK_ADAPTER_FLAG_RDMA_READ_LOCAL_INVALIDATE_SUPPORTED) == 0)
     flags &= ~static_cast<ULONG>(NDK_OP_FLAG_RDMA_READ_LOCAL_INVALIDATE);
-  return qp->post_read(context, sgl, count, address, token, flags);
+  return initiator_status(*qp, qp->post_read(context, sgl, count, address, token, flags));
 }
 
 NTSTATUS write(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count, UINT64 address,
@@ -499,7 +508,7 @@ NTSTATUS write(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count, UINT
   Qp* qp;
   NTSTATUS status = resolve(ndk, &qp);
   if (!NT_SUCCESS(status)) return status;
-  return qp->post_write(context, sgl, count, address, token, flags);
+  return initiator_status(*qp, qp->post_write(context, sgl, count, address, token, flags));
 }
 
 NTSTATUS send_and_invalidate(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULONG count,
@@ -507,7 +516,7 @@ NTSTATUS send_and_invalidate(NDK_QP* ndk, PVOID context, const NDK_SGE* sgl, ULO
   Qp* qp;
   NTSTATUS status = resolve(ndk, &qp);
   if (!NT_SUCCESS(status)) return status;
-  return qp->post_send(context, sgl, count, flags, /*invalidate=*/true, token);
+  return initiator_status(*qp, qp->post_send(context, sgl, count, flags, /*invalidate=*/true, token));
 }
 
 // ---- connector ----------------------------------------------------------------------

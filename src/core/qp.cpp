@@ -146,6 +146,7 @@ template <class Start>
 void Qp::submit(const Outstanding& request, NTSTATUS gathered, AccessGuard& guard, Start&& start) {
   if (!NT_SUCCESS(gathered)) {
     guard.release();
+    if (!(request.flags & NDK_OP_FLAG_DEFER)) start_deferred();  // it ends a chain (R084)
     complete_initiator(request.request_context, request.type, gathered, request.flags);
     return;
   }
@@ -264,7 +265,7 @@ NTSTATUS Qp::post_bind(PVOID request_context, Mr& mr, Mw& mw, uint64_t address, 
   mw.bind(mr, address, length, rights);  // the token works once NdkBind returns (R148)
   AccessGuard none;
   submit({request_context, NdkOperationTypeBind, flags, 0}, STATUS_SUCCESS, none,
-         [&] { return connection_->local(side_); });  // in order after those before it
+         [&] { return connection_->local(side_, flags); });  // in order after those before it
   return STATUS_SUCCESS;
 }
 
@@ -288,7 +289,7 @@ NTSTATUS Qp::post_fast_register(PVOID request_context, Mr& mr, ULONG page_count,
   if (!NT_SUCCESS(status)) return status;  // inline, no CQ entry (R076)
   AccessGuard none;
   submit({request_context, NdkOperationTypeFastRegister, flags, 0}, STATUS_SUCCESS, none,
-         [&] { return connection_->local(side_); });  // in order after those before it
+         [&] { return connection_->local(side_, flags); });  // in order after those before it
   return STATUS_SUCCESS;
 }
 
@@ -308,7 +309,7 @@ NTSTATUS Qp::post_invalidate(PVOID request_context, Object& target, ULONG flags)
   if (!NT_SUCCESS(status)) return status;  // already invalid (R145), or a registered MR (R137)
   AccessGuard none;
   submit({request_context, NdkOperationTypeInvalidate, flags, 0}, STATUS_SUCCESS, none,
-         [&] { return connection_->local(side_); });  // in order after those before it
+         [&] { return connection_->local(side_, flags); });  // in order after those before it
   return STATUS_SUCCESS;
 }
 
@@ -355,6 +356,11 @@ void Qp::complete_receive(const PostedReceive& receive, NTSTATUS status, size_t 
   result.Type = invalidated != 0 ? NdkOperationTypeReceiveAndInvalidate : NdkOperationTypeReceive;
   result.TypeSpecificCompletionOutput = invalidated;
   receive_cq_.push(result, solicited);
+}
+
+void Qp::start_deferred() {
+  // connection_ is set before the state becomes kConnected (release) and never reset.
+  if (state_.load(std::memory_order_acquire) == kConnected) connection_->start_deferred(side_);
 }
 
 void Qp::flush() {

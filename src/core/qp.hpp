@@ -78,6 +78,10 @@ class Qp final : public Object, public fabric::QpEndpoint {
                               uint64_t base, ULONG flags);
   NTSTATUS post_invalidate(PVOID request_context, Object& target, ULONG flags);
   NTSTATUS post_receive(PVOID request_context, const NDK_SGE* sgl, ULONG count);
+  // Hands every request held back by NDK_OP_FLAG_DEFER to the fabric: where a deferred
+  // chain ends without a request reaching it (one refused inline, R083, or one that
+  // fails before it is sent, R084).
+  void start_deferred();
   void flush();
 
   // ---- the connection (the connector's calls) ----

@@ -129,7 +129,9 @@ class Connection {
   // STATUS_CANCELLED, before detach() returns at the latest.
   // `flags` are the request's NDK_OP_FLAG_*: READ_FENCE, the request starts only once every
   // earlier read has completed; SILENT_SUCCESS, nobody waits for its success (a fabric
-  // may take longer to prove it, as long as a failure is still reported).
+  // may take longer to prove it, as long as a failure is still reported); DEFER, the
+  // fabric may hold the request (to send it with those that follow) until a request of
+  // `side` without DEFER or start_deferred(side).
   virtual NTSTATUS send(Side side, const ExtentList& data, bool solicited, bool invalidate,
                         uint32_t token, ULONG flags) = 0;
   virtual NTSTATUS write(Side side, const ExtentList& data, uint32_t token, uint64_t address,
@@ -139,7 +141,11 @@ class Connection {
   // A request that touches nothing remote (bind, fast register, invalidate) and must
   // still complete in posting order: STATUS_SUCCESS when nothing is outstanding (it
   // completes now), else STATUS_PENDING (it completes after the requests before it).
-  virtual NTSTATUS local(Side side) = 0;
+  // Without DEFER in `flags` it ends a deferred chain, as any request does.
+  virtual NTSTATUS local(Side side, ULONG flags) = 0;
+  // Starts every request of `side` held back by DEFER (the core calls it where a chain
+  // ends without reaching the fabric: a request that failed inline or before it was sent).
+  virtual void start_deferred(Side side) = 0;
 };
 
 // The core's face of a listener: a connect request for its address. Returns the status

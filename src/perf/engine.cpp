@@ -256,6 +256,8 @@ class Engine {
     return !silent_ || (index + 1) % window_ == 0 || index + 1 == n;
   }
   ULONG flags(bool signal) const { return signal ? flags_ & ~ULONG{NDK_OP_FLAG_SILENT_SUCCESS} : flags_; }
+  // Bandwidth: a burst of posts is one deferred chain, ended by its last request.
+  ULONG chained(bool more_follow) const { return p_.defer && more_follow ? NDK_OP_FLAG_DEFER : 0; }
 
   // Write: client out -> server in. Read: server out -> client in.
   uint8_t* source(uint64_t i) const {
@@ -500,12 +502,13 @@ bool Engine::one_sided_bandwidth(uint64_t n, bool measured) {
   next_id_ += n;
   uint64_t posted = 0, done = 0;
   const Ticks start = now();
+  auto may_post = [&](uint64_t k) { return k < n && k - done < window_; };
   while (done < n) {
-    while (posted < n && posted - done < window_) {
+    while (may_post(posted)) {
       // After a stop: one more request, signalled, then only the reaping.
       if ((posted & kCheckpointMask) == 0 && checkpoint(done)) n = posted + 1;
       if (p_.verify) fill(source(posted), p_.size, base + posted);
-      NTSTATUS status = post_one_sided(posted, flags(signalled(posted, n)));
+      NTSTATUS status = post_one_sided(posted, flags(signalled(posted, n)) | chained(may_post(posted + 1)));
       if (status != STATUS_SUCCESS) return fail_post(status, what, posted);
       ++posted;
     }
@@ -627,7 +630,10 @@ bool Engine::send_bandwidth(uint64_t n, bool measured) {
   while (done < n || received < n) {
     bool progress = false;
     if (!local_server_ && posted < n && stream_sent_ + posted >= credits_) read_credits();
-    while (posted < n && posted - done < window_ && (local_server_ ? posted < receives : stream_sent_ + posted < credits_)) {
+    auto may_post = [&](uint64_t k) {
+      return k < n && k - done < window_ && (local_server_ ? k < receives : stream_sent_ + k < credits_);
+    };
+    while (may_post(posted)) {
       // After a stop: sends only for the receives already posted (none is left over);
       // between processes, one more (the server learns of the stop from the client).
       if ((posted & kCheckpointMask) == 0 && checkpoint(local_server_ ? received : done))
@@ -636,8 +642,8 @@ bool Engine::send_bandwidth(uint64_t n, bool measured) {
       if (p_.verify) fill(data, p_.size, base + posted);
       NDK_SGE s[kMaxSge];
       ULONG count = sges(client_, data, s);
-      NTSTATUS status =
-          client_.qp->Dispatch->NdkSend(client_.qp, context_of(posted), s, count, flags(signalled(posted, n)));
+      NTSTATUS status = client_.qp->Dispatch->NdkSend(client_.qp, context_of(posted), s, count,
+                                                      flags(signalled(posted, n)) | chained(may_post(posted + 1)));
       if (status != STATUS_SUCCESS) return fail_post(status, "send", posted);
       ++posted;
       progress = true;

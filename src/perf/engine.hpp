@@ -11,7 +11,8 @@
 //                            is one round trip; latency figures are half of it (one-way),
 //                            as ib_send_lat reports.
 //   any          bandwidth: keep queue_depth requests outstanding; poll completions (up to
-//                            64 at a time) and repost. Sends only go out against posted
+//                            64 at a time) and repost, each burst of posts as one DEFER
+//                            chain (Params::defer). Sends only go out against posted
 //                            receives, which the server reposts as it consumes them.
 // SILENT_SUCCESS in `flags`: only every queue_depth-th request (and the last one) is
 // signalled and polled. Requests complete in order, so that completion proves the silent
@@ -62,6 +63,9 @@ struct Params {
   uint64_t warmup = 1000;       // iterations run first, not measured
   ULONG queue_depth = 16;       // bandwidth: outstanding requests; SILENT: signal period
   ULONG flags = 0;              // NDK_OP_FLAG_* on every request (SILENT_SUCCESS, INLINE...)
+  // Bandwidth: each burst of posts is one deferred chain, NDK_OP_FLAG_DEFER on all but its
+  // last request (the NDK's doorbell batching: a fabric may send the burst together).
+  bool defer = true;
   // Gives each message its own pattern (a fresh one per message and per run) and checks
   // every byte where it lands. Timings then include the fill and the check.
   bool verify = false;

@@ -482,6 +482,38 @@ TEST_P(PostingTest, R083_InlineFailureStartsEarlierDeferredRequests) {
   EXPECT_EQ(std::string(got.begin(), got.end()), "handed over");
 }
 
+// R084: a chain ended by a request that fails after its post (a bad local SGE, R089) was
+// still handed to processing: the deferred write reaches the target before the failure
+// ends the connection. Its own completion may be a flush: a fabric that completes a write
+// once its placement is proven (iWARP, docs/IWARP.md) gets no proof before the end.
+TEST_P(PostingTest, R084_ChainEndedByAFailingRequestStillRuns) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  Pair pair = MakePair();
+  ASSERT_TRUE(pair.ok());
+  LocalRegion& mine = Region(PAGE_SIZE);
+  PeerRegion theirs = peer().Register(PAGE_SIZE, kMrAll);
+  // Flushed once the failure's Terminate reached the peer, which comes after the write.
+  ASSERT_EQ(peer().Receive(pair.p.qp, 2, {{theirs.id, 200, 64}}), STATUS_SUCCESS);
+  std::memcpy(mine.data, "chain head", 10);
+  ASSERT_EQ(PostWrite(pair.q, Ctx(1), {mine.Sge(0, 10)}, theirs.address + 40, theirs.remote_token,
+                      NDK_OP_FLAG_DEFER),
+            STATUS_SUCCESS);
+  NDK_SGE unknown = mine.Sge(0, 16);
+  unknown.MemoryRegionToken ^= 0x00FF00FFu;
+  ASSERT_EQ(PostWrite(pair.q, Ctx(2), {unknown}, theirs.address, theirs.remote_token), STATUS_SUCCESS);
+  std::vector<NDK_RESULT_EX> r = Poll(pair.q.icq, 2);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].RequestContext, Ctx(1));
+  EXPECT_TRUE(r[0].Status == STATUS_SUCCESS || r[0].Status == STATUS_CANCELLED) << ResultText(r[0]);
+  EXPECT_EQ(r[1].RequestContext, Ctx(2));
+  EXPECT_EQ(r[1].Status, STATUS_ACCESS_VIOLATION) << "(R089)";
+  std::vector<PeerResult> flushed = peer().Poll(pair.p.rcq, 1);
+  ASSERT_EQ(flushed.size(), 1u);
+  EXPECT_EQ(flushed[0].status, STATUS_CANCELLED);
+  std::vector<uint8_t> got = peer().ReadMemory(theirs, 40, 10);
+  EXPECT_EQ(std::string(got.begin(), got.end()), "chain head") << "the chain's deferred write ran (R084)";
+}
+
 // R085: FastRegister(DEFER) succeeds, a second FastRegister(DEFER) fails inline, no send
 // follows: exactly one entry, the first FastRegister's.
 TEST_P(PostingTest, R085_DeferredFastRegisterThenInlineFailureMakesOneEntry) {

@@ -196,6 +196,63 @@ TEST_P(Iwarp, PipelinedRequestsCompleteInPostingOrderWithTheirBytes) {
   }
 }
 
+// NDK_OP_FLAG_DEFER (R082, R084): this fabric holds a deferred chain until the request
+// that ends it, so that the chain leaves in one sendmsg. Here a bind (a request with
+// nothing to send) ends it, and the held write and read then go out. A chain bigger than
+// one batch is not held.
+TEST_P(Iwarp, DeferredChainLeavesOnlyWithItsEnd) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  for (size_t i = 0; i < 8192; ++i) client_.buffer[i] = static_cast<unsigned char>(i % 253 + 1);
+  std::fill(server_.buffer.begin() + 400000, server_.buffer.begin() + 400000 + 4096, 0x5A);
+  NDK_MW* mw = create<NDK_MW>([&](auto cb, auto ctx, NDK_MW** out) {
+    return client_.pd->Dispatch->NdkCreateMw(client_.pd, cb, ctx, out);
+  });
+  ASSERT_NE(mw, nullptr);
+  NDK_SGE w = client_.sge(0, 8192);
+  ASSERT_EQ(client_.qp->Dispatch->NdkWrite(client_.qp, &w, &w, 1, server_.address(300000), server_.remote_token(),
+                                           NDK_OP_FLAG_DEFER),
+            STATUS_SUCCESS);
+  NDK_SGE r = client_.sge(20000, 4096);
+  ASSERT_EQ(client_.qp->Dispatch->NdkRead(client_.qp, &r, &r, 1, server_.address(400000), server_.remote_token(),
+                                          NDK_OP_FLAG_DEFER),
+            STATUS_SUCCESS);
+  // Held: nothing reaches the server (whose engine thread would place it), nothing
+  // completes, however long we wait and poll.
+  const auto until = std::chrono::steady_clock::now() + 150ms;
+  while (std::chrono::steady_clock::now() < until) {
+    NDK_RESULT_EX none[4];
+    ASSERT_EQ(client_.cq->Dispatch->NdkGetCqResultsEx(client_.cq, none, 4), 0u) << "a deferred request completed";
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_TRUE(std::all_of(server_.buffer.begin() + 300000, server_.buffer.begin() + 308192,
+                          [](unsigned char b) { return b == 0; }))
+      << "a deferred write reached the target before its chain ended";
+  ASSERT_EQ(client_.qp->Dispatch->NdkBind(client_.qp, mw, client_.mr, mw, client_.buffer.data(), 4096,
+                                          NDK_OP_FLAG_ALLOW_REMOTE_READ),
+            STATUS_SUCCESS);
+  auto done = client_.poll(3);
+  ASSERT_EQ(done.size(), 3u);
+  EXPECT_EQ(done[0].RequestContext, &w);
+  EXPECT_EQ(done[1].RequestContext, &r);
+  EXPECT_EQ(done[2].RequestContext, mw);
+  for (const auto& d : done) EXPECT_EQ(d.Status, STATUS_SUCCESS);
+  EXPECT_EQ(std::memcmp(server_.buffer.data() + 300000, client_.buffer.data(), 8192), 0);
+  EXPECT_TRUE(std::all_of(client_.buffer.begin() + 20000, client_.buffer.begin() + 24096,
+                          [](unsigned char b) { return b == 0x5A; }));
+  close(mw);
+
+  // A chain is held only while it fits one sendmsg's batch: a bigger one starts at once.
+  const size_t kBig = 512 * 1024;
+  NDK_SGE big = client_.sge(0, kBig);
+  ASSERT_EQ(client_.qp->Dispatch->NdkWrite(client_.qp, &big, &big, 1, server_.address(400000), server_.remote_token(),
+                                           NDK_OP_FLAG_DEFER),
+            STATUS_SUCCESS);
+  auto landed = client_.poll(1);
+  ASSERT_EQ(landed.size(), 1u) << "a deferred write bigger than a batch was held";
+  EXPECT_EQ(landed[0].Status, STATUS_SUCCESS);
+  EXPECT_EQ(std::memcmp(server_.buffer.data() + 400000, client_.buffer.data(), kBig), 0);
+}
+
 TEST_P(Iwarp, ReadOfAnUnknownTokenFailsWithAccessViolationAndTerminates) {
   ASSERT_NO_FATAL_FAILURE(connect());
   NDK_SGE into = server_.sge(0, 64);

@@ -478,7 +478,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("ndkperf (SoftNDK) ") + SOFTNDK_VERSION_TEXT);
 
   std::vector<std::string> operations{"write"};
-  bool latency = false, bandwidth = false, sweep = false, silent = false, verify = false;
+  bool latency = false, bandwidth = false, sweep = false, silent = false, verify = false, no_defer = false;
   uint64_t size = 8, max_size = kSweepMax, iterations = 0, inline_size = 0;
   std::optional<uint64_t> warmup;
   ULONG queue_depth = 16, sge = 1;
@@ -538,6 +538,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->group(g_what);
   app.add_flag("--silent", silent, "NDK_OP_FLAG_SILENT_SUCCESS: only every --queue-depth-th request is signalled")
+      ->group(g_what);
+  app.add_flag("--no-defer", no_defer, "Bandwidth: every request rings its own doorbell (by default each burst of "
+                                       "posts is one chain with NDK_OP_FLAG_DEFER on all but its last request)")
       ->group(g_what);
   app.add_flag("--verify", verify, "Give each message its own pattern and check every byte where it lands "
                                    "(timings then include the fill and the check)")
@@ -694,7 +697,8 @@ int main(int argc, char** argv) {
                         : "in-process fabric",
       SoftNdkCompletionModeName(in_force),
       c.address.si_family == AF_INET6 ? "IPv6" : "IPv4", sge, sge == 1 ? "" : "s (at most)",
-      inline_used ? fmt::format("inline up to {} B", inline_used) : std::string("no inline"), silent ? ", SILENT_SUCCESS" : "",
+      inline_used ? fmt::format("inline up to {} B", inline_used) : std::string("no inline"),
+      std::string(silent ? ", SILENT_SUCCESS" : "") + (no_defer ? ", no DEFER chains" : ""),
       verify ? ", every byte verified" : "",
       cpu ? fmt::format("{} on CPU {}", session ? "this side" : "thread", *cpu)
           : std::string(session ? "this side not pinned" : "thread not pinned"));
@@ -725,6 +729,7 @@ int main(int argc, char** argv) {
         const bool use_inline = op != "read" && s <= inline_used;
         p.flags = (use_inline ? NDK_OP_FLAG_INLINE : 0) | (silent ? NDK_OP_FLAG_SILENT_SUCCESS : 0);
         p.verify = verify;
+        p.defer = !no_defer;
         p.stop = &stop.flag();
         p.progress = &out.done;
         out.begin(fmt::format("[{}/{}] {} {} {}", run_index, runs, op, perf::to_string(m), size_text(s)),
@@ -763,6 +768,7 @@ int main(int argc, char** argv) {
                       {"inline_size", inline_used},
                       {"queue_depth", queue_depth},
                       {"silent", silent},
+                      {"defer", !no_defer},
                       {"verify", verify},
                       {"cpu", cpu ? ordered_json(*cpu) : ordered_json(nullptr)},
                       {"processes", session ? 2 : 1},

@@ -39,7 +39,8 @@ class InprocConnection final : public Connection,
                  ULONG flags) override;
   NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address,
                 ULONG flags) override;
-  NTSTATUS local(Side) override { return STATUS_SUCCESS; }  // nothing is ever outstanding
+  NTSTATUS local(Side, ULONG) override { return STATUS_SUCCESS; }  // nothing is ever outstanding
+  void start_deferred(Side) override {}  // DEFER holds nothing here: every request runs at once
 
  private:
   // Delivers an event to `to`'s connector, pinned, outside the lock.

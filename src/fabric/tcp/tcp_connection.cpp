@@ -644,6 +644,7 @@ NTSTATUS TcpConnection::post(const TxMessage& message, const ExtentList& data, U
     r.silent = (flags & NDK_OP_FLAG_SILENT_SUCCESS) != 0;
     item.completes = true;  // once placed, or once the socket has every byte
     item.fence = (flags & NDK_OP_FLAG_READ_FENCE) != 0;
+    if (hold_deferred_locked(flags, data.total())) return STATUS_PENDING;  // goes with the chain
     pump_locked();
   }
   deliver_completions();
@@ -682,20 +683,39 @@ NTSTATUS TcpConnection::read(Side, const ExtentList& into, uint32_t token, uint6
     PendingRead& read = new_read_locked(request, into.total(), request, token, address,
                                         (flags & NDK_OP_FLAG_READ_FENCE) != 0);
     append_iov(read.sink, into);
+    if (hold_deferred_locked(flags, 0)) return STATUS_PENDING;  // goes with the chain
     pump_locked();
   }
   deliver_completions();
   return STATUS_PENDING;
 }
 
-NTSTATUS TcpConnection::local(Side) {
+NTSTATUS TcpConnection::local(Side, ULONG flags) {
   {
     std::lock_guard lock(mutex_);
     if (requests_.empty()) return STATUS_SUCCESS;
     requests_.push_slot() = Request{.done = true};  // done, delivered after those before it
+    if (!(flags & NDK_OP_FLAG_DEFER)) pump_locked();  // the end of a deferred chain
   }
   deliver_completions();
   return STATUS_PENDING;
+}
+
+bool TcpConnection::hold_deferred_locked(ULONG flags, size_t bytes) {
+  if (!(flags & NDK_OP_FLAG_DEFER)) return false;
+  // A chain is for sending together what one sendmsg carries; beyond a batch the socket
+  // might as well start (R082: DEFER is a hint). A big write is never held: holding it
+  // made 1 MiB writes slower, and there is no call to save.
+  deferred_bytes_ += bytes;
+  return deferred_bytes_ < FpduBatch::kMaxBytes;
+}
+
+void TcpConnection::start_deferred(Side) {
+  {
+    std::lock_guard lock(mutex_);
+    pump_locked();
+  }
+  deliver_completions();
 }
 
 void TcpConnection::deliver_completions() {
@@ -803,6 +823,7 @@ void TcpConnection::message_sent_locked(uint8_t tag) {
 }
 
 void TcpConnection::pump_locked() {
+  deferred_bytes_ = 0;  // whatever a chain held goes now
   if (fd_ < 0 || phase_ == Phase::kTcpConnecting) return;
   const bool setup = phase_ != Phase::kEstablished && phase_ != Phase::kDraining &&
                      phase_ != Phase::kAwaitRtr;

@@ -85,7 +85,8 @@ class TcpConnection final : public Connection,
                  ULONG flags) override;
   NTSTATUS read(Side side, const ExtentList& into, uint32_t token, uint64_t address,
                 ULONG flags) override;
-  NTSTATUS local(Side side) override;
+  NTSTATUS local(Side side, ULONG flags) override;
+  void start_deferred(Side side) override;
 
   // ---- Engine::Handler ----
   void on_events(uint32_t events) override;
@@ -205,6 +206,8 @@ class TcpConnection final : public Connection,
                                uint64_t address, bool fence);
   // A send or write: queued, completed once the socket has all of it.
   NTSTATUS post(const TxMessage& message, const ExtentList& data, ULONG flags);
+  // True when a request posted with `flags` and `bytes` of payload waits for its chain.
+  bool hold_deferred_locked(ULONG flags, size_t bytes);
   void negotiated_locked(const MpaFrame& request, const MpaFrame& reply);
   void refresh_max_fpdu_locked();  // tx_options_.max_fpdu from the socket's MSS now
 
@@ -266,6 +269,9 @@ class TcpConnection final : public Connection,
   static constexpr size_t kFpduIov = kMaxSge + 8;  // the iovecs one FPDU may need
   FpduBatch batch_;
   bool terminate_queued_ = false;  // no FPDU follows it
+  // Payload of the DEFER requests held since the last pump: a chain is held only while it
+  // fits one batch (holding more would save no system call).
+  size_t deferred_bytes_ = 0;
   uint32_t send_msn_ = 1;
   uint32_t read_msn_ = 1;
   bool fin_after_drain_ = false;
