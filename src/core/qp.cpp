@@ -359,8 +359,11 @@ void Qp::complete_receive(const PostedReceive& receive, NTSTATUS status, size_t 
 }
 
 void Qp::start_deferred() {
-  // connection_ is set before the state becomes kConnected (release) and never reset.
-  if (state_.load(std::memory_order_acquire) == kConnected) connection_->start_deferred(side_);
+  // connection_ is set before the state becomes kConnected (release) and never reset;
+  // kDisconnected comes only after kConnected. A graceful end keeps what is posted (R103),
+  // so a chain refused by it still goes to the fabric; after an error, nothing is held.
+  const int state = state_.load(std::memory_order_acquire);
+  if (state == kConnected || state == kDisconnected) connection_->start_deferred(side_);
 }
 
 void Qp::flush() {
