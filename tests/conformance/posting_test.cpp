@@ -645,6 +645,36 @@ TEST_P(PostingTest, R087_InlineDataIsCopiedAtPostTime) {
   ExpectNoResults(q.icq, "refused inline requests (R076)");
 }
 
+// R087 with R082: an INLINE request held in a DEFER chain still owns its bytes from its
+// post on: the caller's buffers, reused before the chain ends, change nothing.
+TEST_P(PostingTest, R087_R082_DeferredInlineDataIsCopiedAtItsPost) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  Pair pair = MakePair();
+  ASSERT_TRUE(pair.ok());
+  LocalRegion& mine = Region(PAGE_SIZE);
+  PeerRegion theirs = peer().Register(PAGE_SIZE, kMrAll);
+  ASSERT_EQ(peer().Receive(pair.p.qp, 1, {{theirs.id, 0, 64}}), STATUS_SUCCESS);
+  std::vector<uint8_t> send_bytes = Pattern(40, 881), write_bytes = Pattern(48, 882);
+  const std::vector<uint8_t> sent = send_bytes, written = write_bytes;
+  NDK_SGE s = SgeOf(send_bytes.data(), 40), w = SgeOf(write_bytes.data(), 48);
+  ASSERT_EQ(PostSend(pair.q, Ctx(1), {s}, NDK_OP_FLAG_INLINE | NDK_OP_FLAG_DEFER), STATUS_SUCCESS);
+  ASSERT_EQ(PostWrite(pair.q, Ctx(2), {w}, theirs.address + 500, theirs.remote_token,
+                      NDK_OP_FLAG_INLINE | NDK_OP_FLAG_DEFER),
+            STATUS_SUCCESS);
+  std::fill(send_bytes.begin(), send_bytes.end(), 0xEE);  // reused before the chain ends
+  std::fill(write_bytes.begin(), write_bytes.end(), 0xEE);
+  ASSERT_EQ(PostWrite(pair.q, Ctx(3), {mine.Sge(0, 8)}, theirs.address + 800, theirs.remote_token),
+            STATUS_SUCCESS);  // the chain's end
+  std::vector<NDK_RESULT_EX> r = Poll(pair.q.icq, 3);
+  ASSERT_EQ(r.size(), 3u);
+  for (const auto& x : r) EXPECT_EQ(x.Status, STATUS_SUCCESS) << ResultText(x);
+  std::vector<PeerResult> got = peer().Poll(pair.p.rcq, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].bytes, 40u);
+  EXPECT_EQ(peer().ReadMemory(theirs, 0, 40), sent) << "the send carried its bytes as posted (R087)";
+  EXPECT_EQ(peer().ReadMemory(theirs, 500, 48), written) << "the write carried its bytes as posted (R087)";
+}
+
 // R088, R150, R154: an SGE with the PD's privileged token carries a LAM logical address:
 // sends from it, receives and reads into it work without registration; the privileged token
 // never grants remote access.

@@ -634,7 +634,15 @@ NTSTATUS TcpConnection::post(const TxMessage& message, const ExtentList& data, U
     item.reset();
     item.message = message;
     if (!opcode_info(message.opcode).tagged) item.message.msn = send_msn_++;  // the Sends
-    append_iov(item.payload, data);
+    if (flags & NDK_OP_FLAG_INLINE) {
+      // The caller may reuse its buffers once the post returns (R087), before the socket
+      // took the bytes (a full socket, a DEFER chain): they are copied here.
+      item.inline_bytes.resize(data.total());
+      copy_from_extents(item.inline_bytes, data, 0);
+      if (!item.inline_bytes.empty()) item.payload.push_back({item.inline_bytes.data(), item.inline_bytes.size()});
+    } else {
+      append_iov(item.payload, data);
+    }
     item.request = add_request_locked();
     Request& r = requests_.back();
     r.opcode = item.message.opcode;

@@ -121,11 +121,15 @@ class TcpConnection final : public Connection,
     uint32_t source_stag = 0;
     uint64_t source_to = 0;
     uint32_t source_length = 0;
+    // INLINE: the caller's bytes, copied at the post (R087); the payload points here.
+    std::vector<uint8_t> inline_bytes;
     void reset() {
       std::vector<iovec> keep = std::move(payload);
+      std::vector<uint8_t> keep_bytes = std::move(inline_bytes);
       keep.clear();
       *this = TxItem{};
       payload = std::move(keep);
+      inline_bytes = std::move(keep_bytes);  // its capacity too: no allocation once warm
     }
   };
   // An initiator request in flight, in posting order.
