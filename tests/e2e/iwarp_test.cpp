@@ -276,6 +276,75 @@ TEST_P(Iwarp, ReadOfAnUnknownTokenFailsWithAccessViolationAndTerminates) {
             STATUS_CONNECTION_INVALID);
 }
 
+// A region deregistered while a read of it waits behind a long Read Response: the read
+// fails as it would have on arrival (a Terminate naming it, invalid STag), the one in
+// progress is flushed, and neither hangs.
+TEST_P(Iwarp, ReadOfARegionDeregisteredAfterItsRequestFailsAndTerminates) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  // A big region whose Read Response keeps the socket busy, and a small one.
+  std::vector<unsigned char> big(64u << 20, 0x11), small(4096, 0x22);
+  auto region = [&](std::vector<unsigned char>& bytes, PMDL& mdl) {
+    mdl = IoAllocateMdl(bytes.data(), static_cast<ULONG>(bytes.size()), FALSE, FALSE, nullptr);
+    MmBuildMdlForNonPagedPool(mdl);
+    NDK_MR* mr = create<NDK_MR>([&](auto cb, auto ctx, NDK_MR** out) {
+      return server_.pd->Dispatch->NdkCreateMr(server_.pd, FALSE, cb, ctx, out);
+    });
+    Waiter w;
+    EXPECT_EQ(w.wait(mr->Dispatch->NdkRegisterMr(mr, mdl, bytes.size(), NDK_MR_FLAG_ALLOW_REMOTE_READ,
+                                                 &Waiter::on_request, &w)),
+              STATUS_SUCCESS);
+    return mr;
+  };
+  PMDL big_mdl = nullptr, small_mdl = nullptr;
+  NDK_MR* big_mr = region(big, big_mdl);
+  NDK_MR* small_mr = region(small, small_mdl);
+  ASSERT_TRUE(big_mr != nullptr && small_mr != nullptr);
+  std::vector<unsigned char> sink(64u << 20);
+  PMDL sink_mdl = IoAllocateMdl(sink.data(), static_cast<ULONG>(sink.size()), FALSE, FALSE, nullptr);
+  MmBuildMdlForNonPagedPool(sink_mdl);
+  NDK_MR* sink_mr = create<NDK_MR>([&](auto cb, auto ctx, NDK_MR** out) {
+    return client_.pd->Dispatch->NdkCreateMr(client_.pd, FALSE, cb, ctx, out);
+  });
+  ASSERT_NE(sink_mr, nullptr);
+  Waiter registered;
+  ASSERT_EQ(registered.wait(sink_mr->Dispatch->NdkRegisterMr(sink_mr, sink_mdl, sink.size(),
+                                                             NDK_MR_FLAG_ALLOW_LOCAL_WRITE, &Waiter::on_request,
+                                                             &registered)),
+            STATUS_SUCCESS);
+  NDK_SGE a{sink.data(), static_cast<ULONG>(big.size()), sink_mr->Dispatch->NdkGetLocalTokenFromMr(sink_mr)};
+  NDK_SGE b = client_.sge(0, 4096);
+  ASSERT_EQ(client_.qp->Dispatch->NdkRead(client_.qp, &a, &a, 1, reinterpret_cast<uintptr_t>(big.data()),
+                                          big_mr->Dispatch->NdkGetRemoteTokenFromMr(big_mr), NDK_OP_FLAG_DEFER),
+            STATUS_SUCCESS);
+  ASSERT_EQ(client_.qp->Dispatch->NdkRead(client_.qp, &b, &b, 1, reinterpret_cast<uintptr_t>(small.data()),
+                                          small_mr->Dispatch->NdkGetRemoteTokenFromMr(small_mr), 0),
+            STATUS_SUCCESS);
+  // Both requests arrive together and are checked then; the big response takes far longer
+  // than this before the small one's turn comes.
+  std::this_thread::sleep_for(3ms);
+  Waiter deregistered;
+  ASSERT_EQ(deregistered.wait(small_mr->Dispatch->NdkDeregisterMr(small_mr, &Waiter::on_request, &deregistered)),
+            STATUS_SUCCESS);
+  auto done = client_.poll(2);
+  ASSERT_EQ(done.size(), 2u) << "a read never completed";
+  EXPECT_EQ(done[0].RequestContext, &a);
+  EXPECT_TRUE(done[0].Status == STATUS_SUCCESS || done[0].Status == STATUS_CANCELLED) << done[0].Status;
+  EXPECT_EQ(done[1].RequestContext, &b);
+  EXPECT_EQ(done[1].Status, STATUS_ACCESS_VIOLATION);  // the Terminate names it
+  ASSERT_TRUE(wait_for(server_disconnects_.count, 1));
+  EXPECT_EQ(server_disconnects_.reason, static_cast<ULONG>(STATUS_ACCESS_VIOLATION));
+  ASSERT_TRUE(wait_for(client_disconnects_.count, 1));
+  EXPECT_EQ(client_disconnects_.reason, static_cast<ULONG>(STATUS_ACCESS_VIOLATION));
+  // The connection is over: nothing accesses the regions any more (they go before their
+  // PDs, which close_link closes).
+  close(sink_mr);
+  close(big_mr);
+  close(small_mr);
+  IoFreeMdl(sink_mdl);
+  IoFreeMdl(big_mdl);
+  IoFreeMdl(small_mdl);
+}
+
 TEST_P(Iwarp, WritePastTheRegionTerminatesWithRemoteResources) {
   ASSERT_NO_FATAL_FAILURE(connect());
   NDK_SGE w = client_.sge(0, 64);

@@ -55,6 +55,27 @@ TerminateCode code_of_tagged(QpEndpoint& qp, NTSTATUS status, uint32_t stag, uin
   return sink ? term::kDdpTaggedInvalidStag : term::kRdmapInvalidStag;
 }
 
+// The Terminate for a Read Request that cannot be served, with its DDP and RDMAP headers
+// as the parser copies them for one refused on arrival (RFC 5040), so that the peer fails
+// that read.
+TerminateInfo read_request_terminate(const TerminateCode& code, uint32_t msn, const ReadRequest& r) {
+  TerminateInfo t;
+  t.code = code;
+  DdpUntaggedHeader d;
+  d.ddp_control = ddp_control(false, true);
+  d.rdmap_control = rdmap_control(Opcode::kRdmaReadRequest);
+  d.qn.set(kQnReadRequest);
+  d.msn.set(msn);
+  d.mo.set(0);
+  t.m = t.d = t.r = true;
+  t.ddp_segment_length = sizeof(DdpUntaggedHeader) + sizeof(RdmaReadRequestHeader);
+  t.ddp_header_length = sizeof(DdpUntaggedHeader);
+  store_layout(t.ddp_header, d);
+  t.rdma_header_present = true;
+  store_layout(t.rdma_header, encode_read_request(r));
+  return t;
+}
+
 // A receive taken by a message the stream ended in the middle of (an error, a FIN):
 // the QP's flush no longer holds it, so it completes here, flushed, before the others.
 void abandon_receive(QpEndpoint* qp, const PostedReceive& receive, bool& have) {
@@ -433,6 +454,7 @@ void TcpConnection::terminate(Side, NTSTATUS status) {
 }
 
 void TcpConnection::end_locked(const TerminateInfo* terminate) {
+  response_failure_.reset();  // this end is the one the peer sees
   if (phase_ == Phase::kClosed) return;
   const bool established = phase_ == Phase::kEstablished || phase_ == Phase::kAwaitRtr ||
                            phase_ == Phase::kDraining;
@@ -767,6 +789,7 @@ bool TcpConnection::send_raw_locked() {
 }
 
 bool TcpConnection::start_message_locked() {
+  if (response_failure_) return false;  // the Terminate comes next
   // Read Responses go first and are never held behind our own requests waiting for ORD or
   // a fence: the peer's reads would otherwise wait for ours, and ours for its.
   sending_response_ = responses_.size() > laid_[kResponses];
@@ -790,8 +813,18 @@ bool TcpConnection::start_message_locked() {
                         : qp()->resolve_tagged(item.source_stag, item.source_to, item.source_length,
                                                kNeedRemoteRead, source, guard);
     if (!NT_SUCCESS(status)) {
-      queue.erase(laid_[tag]);  // the region went away after the request was checked
-      return start_message_locked();
+      // The region went away after the request was checked: the peer's read fails as it
+      // would have on arrival, and the connection ends (the handler sends the Terminate).
+      const ReadRequest request{item.message.stag, item.message.to, item.source_length, item.source_stag,
+                                item.source_to};
+      ExtentList& scratch = *tx_extents_;
+      const TerminateCode code = qp() == nullptr ? term::kRdmapInvalidStag
+                                                 : code_of_tagged(*qp(), status, item.source_stag, item.source_to,
+                                                                  item.source_length, false, scratch);
+      response_failure_ = read_request_terminate(code, item.request_msn, request);
+      queue.erase(laid_[tag]);
+      Engine::instance().post(shared_from_this());
+      return false;
     }
     append_iov(item.payload, source);
   }
@@ -878,9 +911,15 @@ bool TcpConnection::try_input() {
 void TcpConnection::on_events(uint32_t events) {
   if (events == 0) {  // posted: early messages to take, completions to deliver, a deadline
     std::vector<uint8_t> early;
+    std::optional<TerminateCode> failed;
     {
       std::lock_guard lock(mutex_);
       if (detached_) return;
+      if (response_failure_) {  // still there: no other end came first (end_locked drops it)
+        const TerminateInfo terminate = *response_failure_;
+        end_locked(&terminate);
+        failed = terminate.code;
+      }
       if (request_overdue_.exchange(false) && phase_ == Phase::kAwaitRequest) {
         drop_request_timer_locked();
         end_locked(nullptr);
@@ -888,6 +927,11 @@ void TcpConnection::on_events(uint32_t events) {
         return;
       }
       if (phase_ == Phase::kEstablished) early.swap(early_rx_);
+    }
+    if (failed) {  // as fail_connection: the requests flushed, then the disconnect event
+      deliver_completions();
+      with_events([&](ConnectorEvents* e) { e->peer_disconnected(status_of_terminate(*failed)); });
+      return;
     }
     if (!early.empty()) consume(early);
     deliver_completions();
@@ -1343,6 +1387,7 @@ Verdict TcpConnection::end_segment(const Segment& s) {
           item.source_stag = r.data_source_stag;
           item.source_to = r.data_source_to;
           item.source_length = r.rdma_read_message_size;
+          item.request_msn = s.msn;
           pump_locked();
         }
       }

@@ -121,6 +121,7 @@ class TcpConnection final : public Connection,
     uint32_t source_stag = 0;
     uint64_t source_to = 0;
     uint32_t source_length = 0;
+    uint32_t request_msn = 0;  // of the Read Request it answers (to name it in a Terminate)
     // INLINE: the caller's bytes, copied at the post (R087); the payload points here.
     std::vector<uint8_t> inline_bytes;
     void reset() {
@@ -273,6 +274,10 @@ class TcpConnection final : public Connection,
   static constexpr size_t kFpduIov = kMaxSge + 8;  // the iovecs one FPDU may need
   FpduBatch batch_;
   bool terminate_queued_ = false;  // no FPDU follows it
+  // A Read Response whose source went away after its request was checked: the Terminate
+  // that fails the peer's read, sent by the handler (posted) since the transmit path
+  // cannot end the connection from inside. Nothing is laid out meanwhile.
+  std::optional<TerminateInfo> response_failure_;
   // Payload of the DEFER requests held since the last pump: a chain is held only while it
   // fits one batch (holding more would save no system call).
   size_t deferred_bytes_ = 0;
