@@ -311,7 +311,10 @@ TEST_P(Iwarp, ReadOfARegionDeregisteredAfterItsRequestFailsAndTerminates) {
                                                              NDK_MR_FLAG_ALLOW_LOCAL_WRITE, &Waiter::on_request,
                                                              &registered)),
             STATUS_SUCCESS);
-  NDK_SGE a{sink.data(), static_cast<ULONG>(big.size()), sink_mr->Dispatch->NdkGetLocalTokenFromMr(sink_mr)};
+  NDK_SGE a{};
+  a.VirtualAddress = sink.data();
+  a.Length = static_cast<ULONG>(big.size());
+  a.MemoryRegionToken = sink_mr->Dispatch->NdkGetLocalTokenFromMr(sink_mr);
   NDK_SGE b = client_.sge(0, 4096);
   ASSERT_EQ(client_.qp->Dispatch->NdkRead(client_.qp, &a, &a, 1, reinterpret_cast<uintptr_t>(big.data()),
                                           big_mr->Dispatch->NdkGetRemoteTokenFromMr(big_mr), NDK_OP_FLAG_DEFER),
