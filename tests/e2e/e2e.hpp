@@ -103,6 +103,21 @@ struct Disconnects {
   }
 };
 
+// A region of `pd` over `bytes` (its MDL built in `mdl`, which the caller frees after
+// closing the MR), registered with `flags`; null if that failed.
+inline NDK_MR* register_region(NDK_PD* pd, void* bytes, size_t size, ULONG flags, PMDL& mdl) {
+  mdl = IoAllocateMdl(bytes, static_cast<ULONG>(size), FALSE, FALSE, nullptr);
+  MmBuildMdlForNonPagedPool(mdl);
+  NDK_MR* mr = create<NDK_MR>([&](auto cb, auto ctx, NDK_MR** out) { return pd->Dispatch->NdkCreateMr(pd, FALSE, cb, ctx, out); });
+  if (mr == nullptr) return nullptr;
+  Waiter w;
+  if (w.wait(mr->Dispatch->NdkRegisterMr(mr, mdl, size, flags, &Waiter::on_request, &w)) != STATUS_SUCCESS) {
+    close(mr);
+    return nullptr;
+  }
+  return mr;
+}
+
 // One side: adapter, CQ, PD, QP and a registered buffer.
 struct Side {
   NDK_ADAPTER* adapter = nullptr;
@@ -130,13 +145,8 @@ struct Side {
     qp = new_qp(this, 64);
     ASSERT_NE(qp, nullptr);
     buffer.assign(1 << 20, 0);
-    mdl = IoAllocateMdl(buffer.data(), static_cast<ULONG>(buffer.size()), FALSE, FALSE, nullptr);
-    MmBuildMdlForNonPagedPool(mdl);
-    mr = create<NDK_MR>([&](auto cb, auto ctx, NDK_MR** out) { return pd->Dispatch->NdkCreateMr(pd, FALSE, cb, ctx, out); });
+    mr = register_region(pd, buffer.data(), buffer.size(), mr_flags, mdl);
     ASSERT_NE(mr, nullptr);
-    Waiter w;
-    ASSERT_EQ(w.wait(mr->Dispatch->NdkRegisterMr(mr, mdl, buffer.size(), mr_flags, &Waiter::on_request, &w)),
-              STATUS_SUCCESS);
   }
   // Another QP on the side's CQ and PD (receive and initiator depth `depth`), or null.
   NDK_QP* new_qp(PVOID context, ULONG depth) {

@@ -62,18 +62,27 @@ TEST(FaultPeer, Server) {
   }
   Disconnects disconnects;
   ASSERT_NO_FATAL_FAILURE(accept_with_offer(server, connector, disconnects));
+  uint64_t received = 0;
+  NTSTATUS ended_by = STATUS_SUCCESS;  // the first failed receive or repost
   for (bool serving = true; serving && disconnects.count == 0;) {
     NDK_RESULT_EX results[16];
     const ULONG got = server.cq->Dispatch->NdkGetCqResultsEx(server.cq, results, 16);
     for (ULONG i = 0; i < got && serving; ++i) {
-      serving = results[i].Status == STATUS_SUCCESS;
+      ended_by = results[i].Status;
       const uintptr_t slot = reinterpret_cast<uintptr_t>(results[i].RequestContext);
       NDK_SGE rx = server.sge(slot * kMessage, kMessage);
-      if (serving) serving = server.qp->Dispatch->NdkReceive(server.qp, results[i].RequestContext, &rx, 1) == STATUS_SUCCESS;
-      if (serving) softndk::write_exposed([&] { ++server.buffer[kCreditOffset]; });
+      if (ended_by == STATUS_SUCCESS) ended_by = server.qp->Dispatch->NdkReceive(server.qp, results[i].RequestContext, &rx, 1);
+      serving = ended_by == STATUS_SUCCESS;
+      if (!serving) break;
+      softndk::write_exposed([&] { ++server.buffer[kCreditOffset]; });
+      ++received;
     }
     if (got == 0) std::this_thread::sleep_for(50us);
   }
+  // Why it ended, for the log of a test that failed.
+  std::printf("the peer served %llu sends; it ended with receive status 0x%lx, disconnect reason 0x%lx (%d events)\n",
+              static_cast<unsigned long long>(received), static_cast<unsigned long>(ended_by),
+              static_cast<unsigned long>(disconnects.reason.load()), disconnects.count.load());
   close(connector);
   close(listener);
   server.close_all();
@@ -186,7 +195,7 @@ class Traffic {
     out << "posted " << posted_ << ", completed " << completed_ << " (";
     for (const auto& [status, count] : statuses_) out << std::hex << "0x" << status << std::dec << ": " << count << " ";
     out << "), lost " << lost() << ", twice " << twice() << ", refused posts " << refused_ << ", disconnects "
-        << disconnects();
+        << disconnects() << " (reason 0x" << std::hex << disconnects_.reason.load() << std::dec << ")";
     return out.str();
   }
 

@@ -11,6 +11,7 @@
 #include <numeric>
 #include <tuple>
 
+#include "core/kernel_sync.hpp"
 #include "e2e.hpp"
 #include "netns.hpp"
 #include "process.hpp"
@@ -253,6 +254,46 @@ TEST_P(Iwarp, DeferredChainLeavesOnlyWithItsEnd) {
   EXPECT_EQ(std::memcmp(server_.buffer.data() + 400000, client_.buffer.data(), kBig), 0);
 }
 
+// A region the responder's consumer keeps writing while the peer reads it, as a peer
+// polling a counter or a flag does: each Read Response carries whatever bytes it found,
+// with a CRC that matches them (it is computed over the bytes sent, not over memory that
+// may change before the socket takes them). A false CRC error would end the connection.
+TEST_P(Iwarp, ReadOfMemoryTheResponderKeepsWritingCompletesWithoutCrcError) {
+  ASSERT_NO_FATAL_FAILURE(connect());
+  constexpr size_t kAt = 600000;
+  constexpr ULONG kSpan = 64 * 1024;
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (unsigned char round = 1; !stop.load(std::memory_order_relaxed); ++round)
+      softndk::write_exposed([&] { std::memset(server_.buffer.data() + kAt, round, kSpan); });
+  });
+  constexpr int kReads = 600, kDepth = 8;
+  int posted = 0, completed = 0, failed = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (completed < kReads && std::chrono::steady_clock::now() < deadline && failed == 0) {
+    while (posted < kReads && posted - completed < kDepth) {
+      // Whole spans and single bytes in turn.
+      const ULONG length = posted % 2 == 0 ? kSpan : 1;
+      NDK_SGE sink = client_.sge(static_cast<size_t>(posted % kDepth) * kSpan, length);
+      ASSERT_EQ(client_.qp->Dispatch->NdkRead(client_.qp, nullptr, &sink, 1, server_.address(kAt + kSpan - length),
+                                              server_.remote_token(), 0),
+                STATUS_SUCCESS)
+          << "read " << posted;
+      ++posted;
+    }
+    NDK_RESULT_EX results[kDepth];
+    const ULONG got = client_.cq->Dispatch->NdkGetCqResultsEx(client_.cq, results, kDepth);
+    for (ULONG i = 0; i < got; ++i) failed += results[i].Status != STATUS_SUCCESS;
+    completed += static_cast<int>(got);
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(completed, kReads);
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(client_disconnects_.count.load(), 0) << "reason 0x" << std::hex << client_disconnects_.reason.load();
+  EXPECT_EQ(server_disconnects_.count.load(), 0) << "reason 0x" << std::hex << server_disconnects_.reason.load();
+}
+
 TEST_P(Iwarp, ReadOfAnUnknownTokenFailsWithAccessViolationAndTerminates) {
   ASSERT_NO_FATAL_FAILURE(connect());
   NDK_SGE into = server_.sge(0, 64);
@@ -283,34 +324,12 @@ TEST_P(Iwarp, ReadOfARegionDeregisteredAfterItsRequestFailsAndTerminates) {
   ASSERT_NO_FATAL_FAILURE(connect());
   // A big region whose Read Response keeps the socket busy, and a small one.
   std::vector<unsigned char> big(64u << 20, 0x11), small(4096, 0x22);
-  auto region = [&](std::vector<unsigned char>& bytes, PMDL& mdl) {
-    mdl = IoAllocateMdl(bytes.data(), static_cast<ULONG>(bytes.size()), FALSE, FALSE, nullptr);
-    MmBuildMdlForNonPagedPool(mdl);
-    NDK_MR* mr = create<NDK_MR>([&](auto cb, auto ctx, NDK_MR** out) {
-      return server_.pd->Dispatch->NdkCreateMr(server_.pd, FALSE, cb, ctx, out);
-    });
-    Waiter w;
-    EXPECT_EQ(w.wait(mr->Dispatch->NdkRegisterMr(mr, mdl, bytes.size(), NDK_MR_FLAG_ALLOW_REMOTE_READ,
-                                                 &Waiter::on_request, &w)),
-              STATUS_SUCCESS);
-    return mr;
-  };
-  PMDL big_mdl = nullptr, small_mdl = nullptr;
-  NDK_MR* big_mr = region(big, big_mdl);
-  NDK_MR* small_mr = region(small, small_mdl);
-  ASSERT_TRUE(big_mr != nullptr && small_mr != nullptr);
+  PMDL big_mdl = nullptr, small_mdl = nullptr, sink_mdl = nullptr;
+  NDK_MR* big_mr = register_region(server_.pd, big.data(), big.size(), NDK_MR_FLAG_ALLOW_REMOTE_READ, big_mdl);
+  NDK_MR* small_mr = register_region(server_.pd, small.data(), small.size(), NDK_MR_FLAG_ALLOW_REMOTE_READ, small_mdl);
   std::vector<unsigned char> sink(64u << 20);
-  PMDL sink_mdl = IoAllocateMdl(sink.data(), static_cast<ULONG>(sink.size()), FALSE, FALSE, nullptr);
-  MmBuildMdlForNonPagedPool(sink_mdl);
-  NDK_MR* sink_mr = create<NDK_MR>([&](auto cb, auto ctx, NDK_MR** out) {
-    return client_.pd->Dispatch->NdkCreateMr(client_.pd, FALSE, cb, ctx, out);
-  });
-  ASSERT_NE(sink_mr, nullptr);
-  Waiter registered;
-  ASSERT_EQ(registered.wait(sink_mr->Dispatch->NdkRegisterMr(sink_mr, sink_mdl, sink.size(),
-                                                             NDK_MR_FLAG_ALLOW_LOCAL_WRITE, &Waiter::on_request,
-                                                             &registered)),
-            STATUS_SUCCESS);
+  NDK_MR* sink_mr = register_region(client_.pd, sink.data(), sink.size(), NDK_MR_FLAG_ALLOW_LOCAL_WRITE, sink_mdl);
+  ASSERT_TRUE(big_mr != nullptr && small_mr != nullptr && sink_mr != nullptr);
   NDK_SGE a{};
   a.VirtualAddress = sink.data();
   a.Length = static_cast<ULONG>(big.size());

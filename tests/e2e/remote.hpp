@@ -61,21 +61,21 @@ inline void listen_and_take_request(Side& side, const Host& host, SOFTNDK_COMPLE
 }
 
 // Server: accepts (read limits 4 and 4) offering the side's whole region; its disconnect
-// event counts in `disconnects`.
+// event (the Ex one: with the provider's reason) counts in `disconnects`.
 // `qp` (default: the side's) takes the connection.
 inline void accept_with_offer(Side& side, NDK_CONNECTOR* connector, Disconnects& disconnects,
                               NDK_QP* qp = nullptr) {
   Offer offer{side.remote_token(), side.address(0), side.buffer.size()};
   Waiter accepted;
-  ASSERT_EQ(accepted.wait(connector->Dispatch->NdkAccept(connector, qp != nullptr ? qp : side.qp, 4, 4, &offer,
-                                                         sizeof(offer),
-                                                         &Disconnects::on, &disconnects, &Waiter::on_request,
-                                                         &accepted)),
+  ASSERT_EQ(accepted.wait(connector->Dispatch->NdkAcceptEx(connector, qp != nullptr ? qp : side.qp, 4, 4, &offer,
+                                                           sizeof(offer), &Disconnects::on_ex, &disconnects,
+                                                           &Waiter::on_request, &accepted)),
             STATUS_SUCCESS);
 }
 
 // Client: connects `side` (open on `host`) to `destination`:`port` and completes the
-// connection; `offer` is what the server's accept carried.
+// connection; `offer` is what the server's accept carried. The disconnect event, if
+// asked for, is the Ex one: `disconnects` records the provider's reason.
 // `qp` (default: the side's) makes the connection.
 inline void connect_to_server(Side& side, const Host& host, const std::string& destination, uint16_t port,
                               NDK_CONNECTOR*& connector, Offer& offer, Disconnects* disconnects = nullptr,
@@ -98,8 +98,8 @@ inline void connect_to_server(Side& side, const Host& host, const std::string& d
             STATUS_SUCCESS);
   ASSERT_EQ(offer_length, sizeof(offer));
   Waiter completed;
-  ASSERT_EQ(completed.wait(connector->Dispatch->NdkCompleteConnect(
-                connector, disconnects == nullptr ? nullptr : &Disconnects::on, disconnects, &Waiter::on_request,
+  ASSERT_EQ(completed.wait(connector->Dispatch->NdkCompleteConnectEx(
+                connector, disconnects == nullptr ? nullptr : &Disconnects::on_ex, disconnects, &Waiter::on_request,
                 &completed)),
             STATUS_SUCCESS);
 }

@@ -351,6 +351,65 @@ TEST(IwarpFpduBatch, ManyMessagesGoOutTogetherTheirTagsOnceTheirBytesLeft) {
   }
 }
 
+// A Read Response's source may change while it is sent (stable_copy): with CRC on, each
+// FPDU's payload is copied as it is laid out, so what the socket takes is the bytes the
+// CRC covers. Here the source is overwritten after one batch was laid out and before it
+// was sent: the stream still parses with every CRC good, the FPDUs laid out before carry
+// the old bytes and the rest the new. Without stable_copy the same run is a CRC error.
+void lay_out_overwrite_send(bool stable_copy, Bytes& stream, Bytes& expected) {
+  const TxOptions o{true, 9000};
+  Bytes source = pattern(700 * 1024, 7);
+  // Several pieces, as a region's extents come.
+  const iovec pieces[] = {{source.data(), 100000}, {source.data() + 100000, 1}, {source.data() + 100001, 616799}};
+  TxMessage m = message(Opcode::kRdmaReadResponse, pieces);
+  m.stable_copy = stable_copy;
+  SocketPair pair;
+  auto batch = std::make_unique<FpduBatch>();
+  FpduEncoder encoder(o, m);
+  size_t laid = 0;
+  bool overwritten = false;
+  while (!encoder.done() || !batch->empty()) {
+    while (!encoder.done() && batch->has_room(kMaxFpduPayload / 4096 + 3)) {
+      ASSERT_TRUE(batch->add(encoder, 0));
+      if (!overwritten) laid += encoder.fpdu_payload();
+    }
+    if (!overwritten) {  // the consumer writes its memory while the batch waits for the socket
+      expected.assign(source.begin(), source.begin() + static_cast<std::ptrdiff_t>(laid));
+      for (uint8_t& b : source) b = static_cast<uint8_t>(~b);
+      expected.insert(expected.end(), source.begin() + static_cast<std::ptrdiff_t>(laid), source.end());
+      overwritten = true;
+    }
+    const ssize_t n = batch->send(pair.fd[0], MSG_DONTWAIT);
+    ASSERT_TRUE(n >= 0 || errno == EAGAIN) << std::strerror(errno);
+    batch->take_sent([](uint8_t) {});
+    pair.drain(stream);
+  }
+  pair.drain(stream);
+  ASSERT_GT(laid, 0u);
+  ASSERT_LT(laid, source.size()) << "the whole message fit one batch: nothing was laid out after the change";
+}
+
+TEST(IwarpFpduBatch, StableCopyPayloadIsSentAsLaidOutWithItsCrc) {
+  Bytes stream, expected;
+  ASSERT_NO_FATAL_FAILURE(lay_out_overwrite_send(true, stream, expected));
+  FpduParser p({.crc = true});
+  RecordingSink sink;
+  EXPECT_EQ(feed(p, sink, stream, whole(stream.size())), stream.size());
+  ASSERT_FALSE(p.failed()) << p.error().reason << ": " << describe(p.error().terminate.code);
+  ASSERT_EQ(sink.messages.size(), 1u);
+  EXPECT_TRUE(sink.messages[0].complete);
+  EXPECT_TRUE(sink.messages[0].data == expected) << "the bytes sent are not the bytes laid out";
+
+  // In place, the bytes the CRC was computed over are not those sent.
+  Bytes in_place, unused;
+  ASSERT_NO_FATAL_FAILURE(lay_out_overwrite_send(false, in_place, unused));
+  FpduParser q({.crc = true});
+  RecordingSink ignored;
+  feed(q, ignored, in_place, whole(in_place.size()));
+  EXPECT_TRUE(q.failed());
+  EXPECT_EQ(q.error().terminate.code, term::kMpaCrcError);
+}
+
 TEST(IwarpFpduBatch, CutKeepsTheFpduInProgressAndDropsTheRest) {
   // Four messages laid out, the socket takes part of them. Cut (the connection ends): the
   // FPDU in progress still goes out whole, nothing after it does, the message ends dropped

@@ -39,14 +39,33 @@ FpduEncoder::FpduEncoder(const TxOptions& options, const TxMessage& message)
   done_ = !valid_;
 }
 
-size_t FpduEncoder::next(FpduFrame& frame, std::span<iovec> out) {
-  if (done_ || out.size() < (remaining_ > 0 ? 3u : 2u)) return 0;
+void FpduEncoder::copy_payload(uint8_t* stage, size_t length, Crc32c& crc) {
+  // In slices that stay in L1 between the copy and the CRC: the source is read once.
+  constexpr size_t kSlice = 16 * 1024;
+  const auto payload = message_.payload;
+  for (size_t done = 0; done < length && iov_index_ < payload.size();) {
+    const iovec& v = payload[iov_index_];
+    const size_t take = std::min({v.iov_len - iov_offset_, length - done, kSlice});
+    std::memcpy(stage + done, static_cast<const uint8_t*>(v.iov_base) + iov_offset_, take);
+    crc.update(stage + done, take);
+    done += take;
+    iov_offset_ += take;
+    if (iov_offset_ == v.iov_len) ++iov_index_, iov_offset_ = 0;
+  }
+}
 
-  // Payload pieces first (slots 1..), so the header knows the segment's length and L.
+size_t FpduEncoder::next(FpduFrame& frame, std::span<iovec> out, uint8_t* stage) {
+  if (done_ || out.size() < (remaining_ > 0 ? 3u : 2u)) return 0;
+  if (!copies_payload()) stage = nullptr;
+  uint8_t* const stage_start = stage;
+
+  // Payload pieces first (slots 1..), so the header knows the segment's length and L; a
+  // staged payload is always a full chunk (one iovec), copied below with its CRC.
   const uint64_t cap = std::min<uint64_t>(remaining_, max_chunk_);
   size_t used = 1, chunk = 0;
   const auto payload = message_.payload;
-  while (chunk < cap && used + 1 < out.size() && iov_index_ < payload.size()) {
+  if (stage != nullptr) chunk = cap;
+  while (stage == nullptr && chunk < cap && used + 1 < out.size() && iov_index_ < payload.size()) {
     const iovec& v = payload[iov_index_];
     const size_t take = std::min<uint64_t>(v.iov_len - iov_offset_, cap - chunk);
     if (take > 0) out[used++] = {static_cast<uint8_t*>(v.iov_base) + iov_offset_, take};
@@ -98,8 +117,16 @@ size_t FpduEncoder::next(FpduFrame& frame, std::span<iovec> out) {
   if (options_.crc) {
     Crc32c crc;
     crc.update(h, at);
+    if (stage != nullptr) {
+      // The copy starts at the source's offset in a cache line: the two stay mutually
+      // aligned, which the string copy needs to run at full speed.
+      const iovec& from = message_.payload[iov_index_];
+      stage += reinterpret_cast<uintptr_t>(static_cast<uint8_t*>(from.iov_base) + iov_offset_) % kStageAlign;
+      copy_payload(stage, chunk, crc);
+      out[used++] = {stage, chunk};
+    }
     for (size_t i = 1; i < used; ++i)
-      crc.update(static_cast<const uint8_t*>(out[i].iov_base), out[i].iov_len);
+      if (out[i].iov_base != stage) crc.update(static_cast<const uint8_t*>(out[i].iov_base), out[i].iov_len);
     crc.update(t, pad);  // PAD is zero
     crc.store(t + pad);
   }
@@ -109,12 +136,24 @@ size_t FpduEncoder::next(FpduFrame& frame, std::span<iovec> out) {
   remaining_ -= chunk;
   done_ = last;
   fpdu_size_ = at + chunk + pad + kMpaCrcSize;
+  fpdu_payload_ = chunk;
+  stage_used_ = stage != nullptr ? static_cast<size_t>(stage - stage_start) + chunk : 0;
   return used;
 }
 
 bool FpduBatch::add(FpduEncoder& encoder, uint8_t tag) {
-  const size_t n = encoder.next(frame_[fpdus_], {iov_ + iov_count_, kMaxIov - iov_count_});
+  uint8_t* stage = nullptr;
+  if (encoder.copies_payload()) {
+    if (!stage_) {
+      stage_ = std::make_unique_for_overwrite<uint8_t[]>(kMaxStaged + kStageRoom + kStageAlign);
+      stage_base_ = stage_.get() + (kStageAlign - reinterpret_cast<uintptr_t>(stage_.get()) % kStageAlign);
+    }
+    staged_ = (staged_ + kStageAlign - 1) / kStageAlign * kStageAlign;
+    stage = stage_base_ + staged_;  // has_room: staged_ < kMaxStaged before rounding up
+  }
+  const size_t n = encoder.next(frame_[fpdus_], {iov_ + iov_count_, kMaxIov - iov_count_}, stage);
   if (n == 0) return false;
+  staged_ += encoder.stage_used();
   iov_count_ += n;
   size_ += encoder.fpdu_size();
   fpdu_[fpdus_++] = Fpdu{size_, iov_count_, encoder.done(), tag};

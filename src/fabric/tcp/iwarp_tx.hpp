@@ -1,13 +1,15 @@
 // Transmit: one RDMAP message as a run of FPDUs no larger than the path's MSS, each laid
 // out as an iovec list for sendmsg: the FPDU's own bytes (ULPDU_Length and headers, then
 // PAD and CRC) live in a caller-provided FpduFrame; payload bytes are referenced in place,
-// never copied.
+// never copied, except where memory may change while it is sent and a CRC must match the
+// bytes on the wire (TxMessage::stable_copy).
 #pragma once
 
 #include <sys/uio.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 
 #include "fabric/tcp/iwarp_wire.hpp"
@@ -30,7 +32,21 @@ struct TxMessage {
   ReadRequest read_request;      // Read Request
   TerminateInfo terminate;       // Terminate
   std::span<const iovec> payload;  // Write, Read Response, the Sends; not copied
+  // The payload is memory that may legitimately change while it is sent (a Read
+  // Response's source: the responder's consumer and other writers go on using it). With
+  // CRC on, each FPDU's payload is then copied and its CRC computed over the copy, which
+  // is what the socket takes: the peer sees some state of the bytes, never a false CRC
+  // error. Sends and Writes are not: their memory is the consumer's, untouched until they
+  // complete.
+  bool stable_copy = false;
 };
+
+// The most payload one FPDU carries (ULPDU_Length is 16 bits).
+inline constexpr size_t kMaxFpduPayload = 65535;
+// A stage (FpduEncoder::next) starts on a cache line; its copy then starts at the source's
+// offset in one, so a stage needs kStageRoom bytes.
+inline constexpr size_t kStageAlign = 64;
+inline constexpr size_t kStageRoom = kMaxFpduPayload + 2 * kStageAlign;
 
 // The bytes of one FPDU that are not payload; must live until the FPDU is sent.
 struct FpduFrame {
@@ -54,13 +70,24 @@ class FpduEncoder {
   // entries (2 once no payload is left). With fewer entries than payload pieces, the FPDU
   // ends early (a shorter DDP segment is valid). The message's payload iovecs must stay
   // valid until the encoder is done.
-  size_t next(FpduFrame& frame, std::span<iovec> out);
-  // Wire size of the FPDU last laid out.
+  // When copies_payload(), `stage` (kStageRoom bytes from a cache line, living as long as
+  // the frame) receives the FPDU's payload and the one payload iovec points at it; null
+  // lays the payload out in place.
+  size_t next(FpduFrame& frame, std::span<iovec> out, uint8_t* stage = nullptr);
+  // Whether next() wants a stage: a stable_copy message with CRC on and payload left.
+  bool copies_payload() const { return message_.stable_copy && options_.crc && remaining_ > 0; }
+  // Wire size of the FPDU last laid out, and its payload bytes.
   size_t fpdu_size() const { return fpdu_size_; }
+  size_t fpdu_payload() const { return fpdu_payload_; }
+  // Bytes of the stage the FPDU last laid out used (0 when laid out in place).
+  size_t stage_used() const { return stage_used_; }
   // Payload bytes still to send.
   uint64_t remaining() const { return remaining_; }
 
  private:
+  // The next `length` payload bytes into `stage`, added to `crc` from the copy.
+  void copy_payload(uint8_t* stage, size_t length, Crc32c& crc);
+
   const TxOptions options_;
   const TxMessage message_;
   const OpcodeInfo& info_;
@@ -72,6 +99,8 @@ class FpduEncoder {
   size_t iov_index_ = 0;   // payload cursor
   size_t iov_offset_ = 0;
   size_t fpdu_size_ = 0;
+  size_t fpdu_payload_ = 0;
+  size_t stage_used_ = 0;
   size_t max_chunk_ = 0;   // payload bytes in a full FPDU
 };
 
@@ -85,12 +114,13 @@ class FpduBatch {
   static constexpr size_t kMaxFpdus = 64;
   static constexpr size_t kMaxIov = 256;
   static constexpr size_t kMaxBytes = 256 * 1024;  // no more is laid out ahead of the socket
+  static constexpr size_t kMaxStaged = kMaxBytes;  // stable copies, a batch of them
 
   // Nothing left to send.
   bool empty() const { return sent_ == size_; }
   // Room for one more FPDU of up to `iov` iovecs (the encoder's worst case).
   bool has_room(size_t iov) const {
-    return fpdus_ < kMaxFpdus && iov_count_ + iov <= kMaxIov && size_ < kMaxBytes;
+    return fpdus_ < kMaxFpdus && iov_count_ + iov <= kMaxIov && size_ < kMaxBytes && staged_ < kMaxStaged;
   }
   // Lays out the encoder's next FPDU (has_room(2 + payload iovecs) checked by the caller);
   // when it ends the message, `tag` is returned by take_sent() once its bytes left.
@@ -130,7 +160,7 @@ class FpduBatch {
     uint8_t tag = 0;
   };
   size_t start_of(size_t i) const { return i == 0 ? 0 : fpdu_[i - 1].end; }
-  void clear() { fpdus_ = taken_ = iov_count_ = iov_at_ = 0, size_ = sent_ = 0; }
+  void clear() { fpdus_ = taken_ = iov_count_ = iov_at_ = 0, size_ = sent_ = staged_ = 0; }
 
   FpduFrame frame_[kMaxFpdus];
   Fpdu fpdu_[kMaxFpdus];
@@ -141,6 +171,11 @@ class FpduBatch {
   size_t iov_at_ = 0;    // the first iovec not wholly sent (trimmed in place)
   size_t size_ = 0;
   size_t sent_ = 0;
+  // Copies of stable_copy payloads, until the batch is sent: allocated at the first one
+  // (a connection that never answers a read with CRC on never pays for it).
+  std::unique_ptr<uint8_t[]> stage_;
+  uint8_t* stage_base_ = nullptr;  // its first cache line
+  size_t staged_ = 0;
 };
 
 // The wire size of the whole message; 0 when it is not valid.

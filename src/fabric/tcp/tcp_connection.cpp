@@ -1384,6 +1384,7 @@ Verdict TcpConnection::end_segment(const Segment& s) {
           item.message.stag = r.data_sink_stag;
           item.message.to = r.data_sink_to;
           item.read_response = r.rdma_read_message_size > 0;
+          item.message.stable_copy = true;  // our consumer may be writing what the peer reads
           item.source_stag = r.data_source_stag;
           item.source_to = r.data_source_to;
           item.source_length = r.rdma_read_message_size;
