@@ -85,10 +85,10 @@ class IwarpHostile : public LinkFixture<int> {
     ASSERT_NO_FATAL_FAILURE(client_.open(lo, SOFTNDK_COMPLETION_INLINE, all, SOFTNDK_FABRIC_TCP));
     // (4): the honest connection, made before any attack.
     ASSERT_NO_FATAL_FAILURE(connect());
-    ASSERT_NO_FATAL_FAILURE(register_region(rw_, all));
-    ASSERT_NO_FATAL_FAILURE(register_region(read_only_, NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_ALLOW_REMOTE_READ));
-    ASSERT_NO_FATAL_FAILURE(register_region(write_only_, NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_ALLOW_REMOTE_WRITE));
-    ASSERT_NO_FATAL_FAILURE(register_region(rx_, NDK_MR_FLAG_ALLOW_LOCAL_WRITE));
+    ASSERT_NO_FATAL_FAILURE(register_guarded(rw_, all));
+    ASSERT_NO_FATAL_FAILURE(register_guarded(read_only_, NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_ALLOW_REMOTE_READ));
+    ASSERT_NO_FATAL_FAILURE(register_guarded(write_only_, NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_ALLOW_REMOTE_WRITE));
+    ASSERT_NO_FATAL_FAILURE(register_guarded(rx_, NDK_MR_FLAG_ALLOW_LOCAL_WRITE));
     ASSERT_NO_FATAL_FAILURE(make_qp(server_, attack_cq_, attack_qp_));
   }
 
@@ -107,14 +107,9 @@ class IwarpHostile : public LinkFixture<int> {
     close_link();
   }
 
-  void register_region(Guarded& g, ULONG flags) {
-    g.mdl = IoAllocateMdl(g.slice(), kPage, FALSE, FALSE, nullptr);
-    MmBuildMdlForNonPagedPool(g.mdl);
-    NDK_PD* pd = server_.pd;
-    g.mr = create<NDK_MR>([&](auto cb, auto ctx, NDK_MR** out) { return pd->Dispatch->NdkCreateMr(pd, FALSE, cb, ctx, out); });
+  void register_guarded(Guarded& g, ULONG flags) {
+    g.mr = register_region(server_.pd, g.slice(), kPage, flags, g.mdl);
     ASSERT_NE(g.mr, nullptr);
-    Waiter w;
-    ASSERT_EQ(w.wait(g.mr->Dispatch->NdkRegisterMr(g.mr, g.mdl, kPage, flags, &Waiter::on_request, &w)), STATUS_SUCCESS);
     g.token = g.mr->Dispatch->NdkGetRemoteTokenFromMr(g.mr);
   }
 
@@ -160,13 +155,14 @@ class IwarpHostile : public LinkFixture<int> {
   }
 
   // The attacker connects as an honest initiator would (MPA revision 2, CRC, peer-to-peer
-  // with a zero-length Write as RTR); SoftNDK accepts on attack_qp_ (IRD 4, ORD 4).
-  void establish_attack() {
-    ASSERT_NO_FATAL_FAILURE(open_with(encode_frame(request_frame()), false));
+  // with a zero-length Write as RTR); SoftNDK accepts on attack_qp_ (IRD `ird`, ORD 4).
+  // `receive_buffer`: the attacker's SO_RCVBUF (0: the default).
+  void establish_attack(ULONG ird = 4, int receive_buffer = 0) {
+    ASSERT_NO_FATAL_FAILURE(open_with(encode_frame(request_frame()), false, receive_buffer));
     attack_connector_ = incoming_.next();
     ASSERT_NE(attack_connector_, nullptr);
     Waiter accepted;
-    ASSERT_EQ(attack_connector_->Dispatch->NdkAcceptEx(attack_connector_, attack_qp_, 4, 4, nullptr, 0,
+    ASSERT_EQ(attack_connector_->Dispatch->NdkAcceptEx(attack_connector_, attack_qp_, ird, 4, nullptr, 0,
                                                        &Disconnects::on_ex, &attack_disconnects_,
                                                        &Waiter::on_request, &accepted),
               STATUS_PENDING);  // until the RTR
@@ -196,8 +192,8 @@ class IwarpHostile : public LinkFixture<int> {
   }
 
   // A new raw connection that sends `bytes` where the MPA Request goes (and then FIN).
-  void open_with(std::span<const uint8_t> bytes, bool fin) {
-    attacker_ = connect_loopback(ntohs(server_address_.Ipv4.sin_port));
+  void open_with(std::span<const uint8_t> bytes, bool fin, int receive_buffer = 0) {
+    attacker_ = connect_loopback(ntohs(server_address_.Ipv4.sin_port), receive_buffer);
     ASSERT_TRUE(attacker_.valid());
     ASSERT_TRUE(write_all(attacker_.fd(), bytes));
     if (fin) ::shutdown(attacker_.fd(), SHUT_WR);
@@ -423,6 +419,32 @@ TEST_F(IwarpHostile, WrongCrcTerminatesWithMpaCrcErrorAndLosesNoReceive) {
   expect_still_serving();
 }
 
+// Reads beyond our IRD: up to IRD rounded up to a power of two are served, since Linux
+// siw sizes its read queue so and issues reads until it is full; one more terminates. The
+// attacker reads nothing (a small receive buffer) and each response is 64 MiB, more than
+// the sockets hold: the first stays in progress and the others queue behind it.
+TEST_F(IwarpHostile, ReadsBeyondIrdRoundedUpToAPowerOfTwoTerminate) {
+  ASSERT_NO_FATAL_FAILURE(establish_attack(/*ird=*/3, /*receive_buffer=*/4096));
+  std::vector<unsigned char> big(64u << 20, 0x6B);
+  PMDL mdl = nullptr;
+  NDK_MR* source = register_region(server_.pd, big.data(), big.size(), NDK_MR_FLAG_ALLOW_REMOTE_READ, mdl);
+  ASSERT_NE(source, nullptr);
+  const uint32_t token = source->Dispatch->NdkGetRemoteTokenFromMr(source);
+  const uint64_t at = reinterpret_cast<uintptr_t>(big.data());
+  const auto size = static_cast<uint32_t>(big.size());
+  for (uint32_t msn = 1; msn <= 4; ++msn) attack(read_request_fpdu(msn, token, at, size));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(attack_disconnects_.count, 0) << "four reads at IRD 3: within a read queue of four";
+  attack(read_request_fpdu(5, token, at, size));
+  ASSERT_TRUE(wait_for(attack_disconnects_.count, 1)) << "a fifth read at IRD 3 was queued";
+  const int buffer = 4 << 20;  // now read what was sent, up to the Terminate
+  setsockopt(attacker_.fd(), SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
+  expect_terminated(term::kRdmapCatastrophicStream, STATUS_CONNECTION_ABORTED);
+  close(source);  // the connection is over: nothing reads the region any more
+  IoFreeMdl(mdl);
+  expect_still_serving();
+}
+
 TEST_F(IwarpHostile, UlpduShorterThanTheDdpHeaderTerminates) {
   ASSERT_NO_FATAL_FAILURE(establish_attack());
   Bytes b = {0x00, 0x04, 0x41, 0x01, 0x00, 0x00, 0x00, 0x00, 0, 0, 0, 0};
@@ -636,6 +658,46 @@ TEST_F(IwarpHostile, FloodOfTerminatesEndsTheConnectionOnce) {
   EXPECT_TRUE(reader_.eof());
   EXPECT_EQ(attack_disconnects_.count, 1) << "one disconnect event";
   expect_receives({STATUS_CANCELLED}, 0, 0);
+  expect_still_serving();
+}
+
+// ---- Connection startup without an RTR ----
+
+// An initiator that asks for no peer-to-peer mode (as Linux siw does) agrees on no RTR:
+// SoftNDK's Accept completes at once and its consumer may post, but no FPDU leaves before
+// the initiator's first (RFC 5044 7.1.2: the initiator may still be reading the Reply, and
+// siw refuses a Reply followed by anything in the same read). That FPDU releases them.
+TEST_F(IwarpHostile, WithoutRtrTheResponderSendsNothingBeforeTheInitiatorsFirstFpdu) {
+  MpaFrame request = request_frame();
+  request.v2 = {4, 4, false, 0};
+  ASSERT_NO_FATAL_FAILURE(open_with(encode_frame(request), false));
+  attack_connector_ = incoming_.next();
+  ASSERT_NE(attack_connector_, nullptr);
+  Waiter accepted;
+  ASSERT_EQ(accepted.wait(attack_connector_->Dispatch->NdkAcceptEx(attack_connector_, attack_qp_, 4, 4, nullptr, 0,
+                                                                   &Disconnects::on_ex, &attack_disconnects_,
+                                                                   &Waiter::on_request, &accepted)),
+            STATUS_SUCCESS)
+      << "no RTR to wait for";
+  MpaFrameParser reply(MpaFrameType::kReply);
+  ASSERT_TRUE(read_mpa_frame(attacker_.fd(), reply));
+  ASSERT_EQ(reply.state(), MpaFrameParser::State::kComplete);
+  ASSERT_FALSE(reply.frame().v2.peer_to_peer);
+  NDK_SGE hello{};
+  hello.VirtualAddress = rx_.slice();
+  hello.Length = 64;
+  hello.MemoryRegionToken = rx_.local_token();
+  ASSERT_EQ(attack_qp_->Dispatch->NdkSend(attack_qp_, nullptr, &hello, 1, 0), STATUS_SUCCESS);
+  reader_.start(attacker_.fd(), true);
+  reader_.read_until(200, [&] { return reader_.data_segments() > 0; });
+  EXPECT_EQ(reader_.data_segments(), 0u) << "an FPDU left before the initiator's first";
+  EXPECT_FALSE(reader_.eof());
+  TxMessage opening;  // an empty RDMA Write, as SoftNDK's own initiator opens
+  opening.opcode = Opcode::kRdmaWrite;
+  attack(encode(true, opening));
+  reader_.read_until(3000, [&] { return reader_.data_segments() > 0; });
+  EXPECT_EQ(reader_.data_segments(), 1u) << "the held send never left";
+  EXPECT_TRUE(reader_.terminates().empty());
   expect_still_serving();
 }
 

@@ -6,6 +6,8 @@
 // answers wrongly: a short, a wrapping and an early Read Response each end the connection.
 #include <net/if.h>
 
+#include <map>
+
 #include "e2e.hpp"
 #include "raw_peer.hpp"
 
@@ -19,7 +21,11 @@ using namespace softndk::fabric::tcp;
 // One side of SoftNDK on loopback, connected to the raw responder (ORD 2).
 class IwarpOrd : public ::testing::Test {
  protected:
+  // The responder's IRD and ORD in its Reply (RFC 6581), as a variant may change them.
+  virtual uint16_t responder_ird() const { return 2; }
+  virtual void before_connect() {}
   void SetUp() override {
+    before_connect();
     const ULONG flags =
         NDK_MR_FLAG_ALLOW_LOCAL_WRITE | NDK_MR_FLAG_ALLOW_REMOTE_READ | NDK_MR_FLAG_ALLOW_REMOTE_WRITE;
     ASSERT_NO_FATAL_FAILURE(side.open(if_nametoindex("lo"), SOFTNDK_COMPLETION_INLINE, flags, SOFTNDK_FABRIC_TCP));
@@ -34,12 +40,12 @@ class IwarpOrd : public ::testing::Test {
         connector, side.qp, reinterpret_cast<PSOCKADDR>(&source), length_of(source),
         reinterpret_cast<PSOCKADDR>(&destination), length_of(destination), 8, 8, nullptr, 0,
         &Waiter::on_request, &connected);
-    ASSERT_TRUE(responder.handshake());
+    ASSERT_TRUE(responder.handshake(responder_ird(), 2));
     ASSERT_EQ(connected.wait(returned), STATUS_SUCCESS);
     ULONG inbound = 0, outbound = 0, length = 0;
     ASSERT_EQ(connector->Dispatch->NdkGetConnectionData(connector, &inbound, &outbound, nullptr, &length),
               STATUS_SUCCESS);
-    EXPECT_EQ(outbound, 2u) << "our ORD: min(8, the responder's IRD 2) (R177)";
+    EXPECT_EQ(outbound, ULONG{responder_ird()}) << "our ORD: min(8, the responder's IRD) (R177)";
     Waiter completed;
     ASSERT_EQ(completed.wait(connector->Dispatch->NdkCompleteConnect(connector, nullptr, nullptr,
                                                                      &Waiter::on_request, &completed)),
@@ -48,6 +54,7 @@ class IwarpOrd : public ::testing::Test {
   void TearDown() override {
     close(connector);  // reads still in flight complete, cancelled
     side.close_all();
+    SoftNdkResetTunables();
   }
   NTSTATUS post_read(int i) {
     NDK_SGE sink = side.sge((i % 64) * 64, 16);
@@ -135,6 +142,86 @@ TEST_F(IwarpReadResponses, AResponseForAReadOrdStillHoldsBackFails) {
   const uint32_t held_back = responder.reader().held().back().data_sink_stag + 1;
   ASSERT_TRUE(respond(held_back, 0, 16));
   expect_terminated_with(term::kDdpTaggedInvalidStag);
+}
+
+// A Terminate that names a failed read by the Read Request header it copied (RFC 5040's
+// R flag) fails that read, whatever the MSN says: Linux siw, failing while it answers a
+// read, puts the read's length where the MSN goes. The other read is flushed.
+TEST_F(IwarpReadResponses, ATerminateNamesTheReadByItsCopiedReadRequestHeader) {
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(post_read(i), STATUS_SUCCESS);
+  ASSERT_EQ(responder.wait_requests(2, 2000), 2u);
+  const ReadRequest second = responder.reader().held().back();
+  TxMessage m;
+  m.opcode = Opcode::kTerminate;
+  m.msn = 1;
+  m.terminate.code = term::kRdmapInvalidStag;
+  m.terminate.d = true;
+  m.terminate.r = true;
+  DdpUntaggedHeader copied{};  // the second read's request, its MSN replaced by its length
+  copied.ddp_control = ddp_control(false, true);
+  copied.rdmap_control = rdmap_control(Opcode::kRdmaReadRequest);
+  copied.qn.set(kQnReadRequest);
+  copied.msn.set(second.rdma_read_message_size);
+  copied.mo.set(0);
+  store_layout(m.terminate.ddp_header, copied);
+  m.terminate.ddp_header_length = sizeof copied;
+  store_layout(m.terminate.rdma_header, encode_read_request(second));
+  m.terminate.rdma_header_present = true;
+  ASSERT_TRUE(responder.send(raw_peer::encode(responder.crc(), m)));
+  auto done = side.poll(2);
+  ASSERT_EQ(done.size(), 2u);
+  std::map<PVOID, NTSTATUS> status;
+  for (const auto& d : done) status[d.RequestContext] = d.Status;
+  EXPECT_EQ(status[reinterpret_cast<PVOID>(uintptr_t{2})], STATUS_ACCESS_VIOLATION) << "the read it names";
+  EXPECT_EQ(status[reinterpret_cast<PVOID>(uintptr_t{1})], STATUS_CANCELLED) << "the other, flushed";
+}
+
+// A responder that serves no reads (IRD 0 in its Reply, as a siw consumer with no responder
+// resources): SoftNDK sends it no Read Request at all, not even the empty ones that prove
+// a write's placement (siw would answer one with a Terminate). Writes then complete once
+// sent; the consumer's read waits in the queue (R178) and is flushed at the end.
+class IwarpNoReads : public IwarpOrd {
+ protected:
+  uint16_t responder_ird() const override { return 0; }
+};
+
+TEST_F(IwarpNoReads, R178_NoReadRequestReachesAPeerWithIrdZero) {
+  NDK_SGE w = side.sge(0, 256);
+  ASSERT_EQ(side.qp->Dispatch->NdkWrite(side.qp, reinterpret_cast<PVOID>(uintptr_t{100}), &w, 1, 0x10000, 0x1234, 0),
+            STATUS_SUCCESS);
+  auto written = side.poll(1);
+  ASSERT_EQ(written.size(), 1u) << "a write waited for a proof of placement it cannot get";
+  EXPECT_EQ(written[0].Status, STATUS_SUCCESS);
+  ASSERT_EQ(post_read(0), STATUS_SUCCESS);
+  EXPECT_EQ(responder.wait_requests(1, 300), 0u) << "a Read Request reached a peer with IRD 0";
+  responder.reader().read_until(100, [] { return false; });
+  EXPECT_EQ(responder.reader().data_segments(), 1u) << "the write";
+  EXPECT_TRUE(responder.reader().terminates().empty());
+  NDK_RESULT_EX none[1];
+  EXPECT_EQ(side.cq->Dispatch->NdkGetCqResultsEx(side.cq, none, 1), 0u) << "the read waits (R178)";
+}
+
+// Without peer-to-peer mode (no RTR agreed), SoftNDK as initiator still opens with an empty
+// RDMA Write: a responder sends nothing before the initiator's first FPDU (RFC 5044 7.1.2),
+// so a consumer whose server speaks first would otherwise wait for ever.
+class IwarpNoRtr : public IwarpOrd {
+ protected:
+  void before_connect() override { ASSERT_EQ(SoftNdkSetTunable("iwarp_peer_to_peer", "0"), STATUS_SUCCESS); }
+};
+
+TEST_F(IwarpNoRtr, TheInitiatorOpensWithAnEmptyWrite) {
+  EXPECT_FALSE(responder.request().frame().v2.peer_to_peer) << "no peer-to-peer mode asked";
+  responder.reader().read_until(2000, [&] { return responder.reader().empty_writes() > 0; });
+  EXPECT_EQ(responder.reader().empty_writes(), 1u);
+  EXPECT_TRUE(responder.reader().first_was_empty_write());
+  // And the connection carries reads as usual.
+  ASSERT_EQ(post_read(0), STATUS_SUCCESS);
+  ASSERT_EQ(responder.wait_requests(1, 2000), 1u);
+  ASSERT_TRUE(responder.answer(0x3C));
+  auto done = side.poll(1);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].Status, STATUS_SUCCESS);
+  EXPECT_EQ(side.buffer[0], 0x3C);
 }
 
 }  // namespace

@@ -84,9 +84,13 @@ inline Socket accept_within(const Socket& listener, int ms) {
 }
 
 // Connects to 127.0.0.1:port (loopback: at once or refused).
-inline Socket connect_loopback(uint16_t port) {
+// `receive_buffer` (SO_RCVBUF, set before connecting) when not 0: a small one keeps what
+// the other side sends queued there, as a peer that does not read.
+inline Socket connect_loopback(uint16_t port, int receive_buffer = 0) {
   Socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in a = loopback(port);
+  if (s.valid() && receive_buffer > 0)
+    setsockopt(s.fd(), SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
   if (!s.valid() || ::connect(s.fd(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return Socket{};
   int one = 1;
   setsockopt(s.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -187,6 +191,10 @@ class FpduReader : private FpduSink {
   size_t total_requests() const { return total_; }
   const std::vector<TerminateInfo>& terminates() const { return terminates_; }
   size_t data_segments() const { return data_segments_; }
+  // Zero-length RDMA Writes (an RTR, or an initiator's opening FPDU), and whether the first
+  // FPDU of all was one.
+  size_t empty_writes() const { return empty_writes_; }
+  bool first_was_empty_write() const { return first_was_empty_write_; }
   bool eof() const { return eof_; }
   bool parse_failed() const { return parser_ && parser_->failed(); }
 
@@ -194,6 +202,9 @@ class FpduReader : private FpduSink {
   Verdict begin_segment(const Segment&) override { return kAccept; }
   Verdict payload(const Segment&, uint32_t, std::span<const uint8_t>) override { return kAccept; }
   Verdict end_segment(const Segment& s) override {
+    const bool empty_write = s.opcode == Opcode::kRdmaWrite && s.payload_length == 0;
+    if (segments_++ == 0) first_was_empty_write_ = empty_write;
+    empty_writes_ += empty_write;
     if (s.opcode == Opcode::kTerminate) {
       terminates_.push_back(s.terminate);
     } else if (s.opcode == Opcode::kRdmaReadRequest) {
@@ -214,6 +225,9 @@ class FpduReader : private FpduSink {
   size_t total_ = 0;
   std::vector<TerminateInfo> terminates_;
   size_t data_segments_ = 0;
+  size_t segments_ = 0;
+  size_t empty_writes_ = 0;
+  bool first_was_empty_write_ = false;
   bool eof_ = false;
 };
 

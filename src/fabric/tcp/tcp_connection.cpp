@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 
@@ -340,6 +341,14 @@ void TcpConnection::negotiated_locked(const MpaFrame& request, const MpaFrame& r
   parser_.emplace(options);
 }
 
+void TcpConnection::set_ord_locked(uint32_t ord) {
+  ord_ = ord;
+  // A peer that serves no reads (IRD 0) gets none, not even the empty reads that prove
+  // placement (siw answers one with a Terminate): sends and writes then complete once
+  // sent, and the consumer's reads wait in the queue (R178).
+  prove_placement_ = settings_.complete_when_placed && ord > 0;
+}
+
 void TcpConnection::refresh_max_fpdu_locked() {
   // FPDUs follow the path's MSS (RFC 5044). It may grow after the handshake (Linux bounds
   // it by half the peer's first, small window), so it is asked again now and then.
@@ -364,12 +373,16 @@ void TcpConnection::accept(QpEndpoint* qp, ULONG inbound_limit, ULONG outbound_l
                                              : outbound_limit;
     const uint16_t ord = static_cast<uint16_t>(std::min<ULONG>(outbound, 0x3fff));
     MpaFrame reply = mpa_reply_for(request_frame_, settings_.crc, ird, ord, private_data);
-    ord_ = std::max<uint32_t>(1, ord);
     raw_.resize(mpa_frame_size(reply));
     encode_mpa_frame(reply, raw_);
     raw_sent_ = 0;
     negotiated_locked(request_frame_, reply);
+    set_ord_locked(ord);
     rtr_expected_ = reply.enhanced && reply.v2.peer_to_peer;
+    // Without an RTR, an MPA Responder sends no FPDU before it has received one (RFC 5044,
+    // 7.1.2): the initiator may still be reading the Reply, and Linux siw refuses a Reply
+    // followed by anything in the same read. Our consumer may post meanwhile; it waits.
+    awaiting_first_fpdu_.store(!rtr_expected_, std::memory_order_relaxed);
     phase_ = rtr_expected_ ? Phase::kAwaitRtr : Phase::kEstablished;
     completed = !rtr_expected_;
     pump_locked();
@@ -397,12 +410,16 @@ void TcpConnection::complete(QpEndpoint* qp) {
   if (phase_ != Phase::kAccepted) return;
   qp_.store(qp, std::memory_order_release);
   phase_ = Phase::kEstablished;
-  if (rtr_ & rtr::kZeroLengthWrite) {
-    TxItem& rtr = tx_.push_slot();
-    rtr.reset();
-    rtr.message.opcode = Opcode::kRdmaWrite;
-  } else if (rtr_ & rtr::kZeroLengthRead) {
+  if (rtr_ & rtr::kZeroLengthRead && !(rtr_ & rtr::kZeroLengthWrite)) {
     queue_empty_read_locked(/*covers=*/0);
+    tx_.back().rtr = true;
+  } else {
+    // The RTR; or, with none agreed, an empty Write all the same: a responder sends
+    // nothing before our first FPDU (RFC 5044, 7.1.2), and a consumer whose server
+    // speaks first would otherwise wait for ever. An empty Write places nothing.
+    TxItem& opening = tx_.push_slot();
+    opening.reset();
+    opening.message.opcode = Opcode::kRdmaWrite;
   }
   pump_locked();
   // Messages a peer without RTR sent before our consumer completed: now they land.
@@ -528,7 +545,7 @@ void TcpConnection::queue_empty_read_locked(uint64_t covers) {
 }
 
 bool TcpConnection::queue_fence_locked() {
-  if (!settings_.complete_when_placed || sent_upto_ <= fenced_upto_) return false;
+  if (!prove_placement_ || sent_upto_ <= fenced_upto_) return false;
   if (phase_ != Phase::kEstablished && phase_ != Phase::kDraining) return false;
   // Silent requests are proven lazily: by a later read or fence, or once they hold half
   // the initiator queue (the consumer's posts must not find it full of them).
@@ -548,7 +565,17 @@ void TcpConnection::fail_named_locked(const TerminateInfo& t, NTSTATUS status) {
   const uint8_t* h = t.ddp_header;
   auto be32 = [](const uint8_t* p) { return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3]; };
   uint64_t named = kNoRequest;
-  if (t.d) {
+  if (t.rdma_header_present) {
+    // A read, by the sink STag of the Read Request header the Terminate copied: each of
+    // our reads has its own. Surer than the MSN, which Linux siw fills with the read's
+    // length when the failure came while it answered.
+    const uint32_t sink_stag = be32(t.rdma_header);
+    for (uint64_t i = 0; i < reads_.size() && named == kNoRequest; ++i)
+      if (reads_[i].sink_stag == sink_stag && reads_[i].request != kNoRequest &&
+          reads_[i].request >= first_request_ && !requests_[reads_[i].request - first_request_].done)
+        named = reads_[i].request;
+  }
+  if (named == kNoRequest && t.d) {
     const bool tagged = (h[0] & ddp_flag::kTagged) != 0;
     for (uint64_t i = 0; i < requests_.size() && named == kNoRequest; ++i) {
       const Request& r = requests_[i];
@@ -798,7 +825,7 @@ bool TcpConnection::start_message_locked() {
     if (phase_ == Phase::kDraining && !fin_after_drain_) return false;
     const TxItem& next = tx_[laid_[kRequests]];
     if (next.fence && reads_in_flight_ > 0) return false;           // READ_FENCE (R081)
-    if (next.read_request && reads_in_flight_ >= ord_) return false;  // ORD (R178)
+    if (next.read_request && reads_in_flight_ >= std::max<uint32_t>(ord_, next.rtr)) return false;  // ORD (R178)
   }
   const uint8_t tag = sending_response_ ? kResponses : kRequests;
   Ring<TxItem>& queue = queue_of(tag);
@@ -839,6 +866,7 @@ bool TcpConnection::start_message_locked() {
 }
 
 void TcpConnection::lay_out_locked() {
+  if (awaiting_first_fpdu_.load(std::memory_order_relaxed)) return;  // see accept()
   // Nothing follows a Terminate.
   while (!terminate_queued_ && batch_.has_room(kFpduIov)) {
     if (!encoder_ && !start_message_locked()) return;
@@ -854,7 +882,7 @@ void TcpConnection::lay_out_locked() {
 void TcpConnection::message_sent_locked(uint8_t tag) {
   Ring<TxItem>& queue = queue_of(tag);
   const TxItem& item = queue.front();
-  if (item.completes && settings_.complete_when_placed) {
+  if (item.completes && prove_placement_) {
     if (requests_sent_mark_locked(item.request)) sent_upto_ = std::max(sent_upto_, item.request + 1);
   } else if (item.completes) {
     finish_request_locked(item.request, STATUS_SUCCESS);
@@ -1167,7 +1195,7 @@ void TcpConnection::on_mpa_frame() {
       ord = frame.v2.ord;
       rtr_ = request_frame_.v2.peer_to_peer ? frame.v2.rtr : 0;
     }
-    ord_ = std::max<uint32_t>(1, std::min<uint32_t>(own_outbound_, ird));
+    set_ord_locked(std::min<uint32_t>(own_outbound_, ird));
     phase_ = Phase::kAccepted;
   }
   with_events([&](ConnectorEvents* e) { e->peer_accepted(ird, ord, data); });
@@ -1273,9 +1301,10 @@ Verdict TcpConnection::begin_segment(const Segment& s) {
     }
     case Opcode::kRdmaReadRequest: {
       // At most our IRD of the peer's reads wait for their responses (a peer beyond it
-      // would make us queue without bound); the RTR always fits.
+      // would make us queue without bound), rounded up to a power of two: Linux siw sizes
+      // its read queue so and issues reads until it is full. The RTR always fits.
       std::lock_guard lock(mutex_);
-      if (responses_.size() >= std::max<ULONG>(1, ird_)) return term::kRdmapCatastrophicStream;
+      if (responses_.size() >= std::bit_ceil(std::max<ULONG>(1, ird_))) return term::kRdmapCatastrophicStream;
       if (s.read_request.rdma_read_message_size == 0) return kAccept;  // RTR or empty read
       if (awaiting_rtr) return term::kRdmapUnexpectedOpcode;
       return kAccept;  // checked at its end, once its CRC holds
@@ -1334,6 +1363,11 @@ Verdict TcpConnection::payload(const Segment& s, uint32_t offset, std::span<cons
 }
 
 Verdict TcpConnection::end_segment(const Segment& s) {
+  if (awaiting_first_fpdu_.load(std::memory_order_relaxed)) {  // the initiator's first FPDU
+    std::lock_guard lock(mutex_);
+    awaiting_first_fpdu_.store(false, std::memory_order_relaxed);
+    pump_locked();
+  }
   if (rx_discard_ && s.opcode != Opcode::kRdmaReadResponse && s.opcode != Opcode::kTerminate) return kAccept;
   switch (s.opcode) {
     case Opcode::kRdmaWrite:

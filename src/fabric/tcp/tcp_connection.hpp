@@ -116,6 +116,7 @@ class TcpConnection final : public Connection,
     bool completes = false;
     bool fence = false;         // waits until no read is in flight
     bool read_request = false;  // counts against ORD
+    bool rtr = false;           // the RTR read: it goes even at ORD 0
     // A Read Response: the source (our memory) is resolved when it starts.
     bool read_response = false;
     uint32_t source_stag = 0;
@@ -214,7 +215,9 @@ class TcpConnection final : public Connection,
   // True when a request posted with `flags` and `bytes` of payload waits for its chain.
   bool hold_deferred_locked(ULONG flags, size_t bytes);
   void negotiated_locked(const MpaFrame& request, const MpaFrame& reply);
-  void refresh_max_fpdu_locked();  // tx_options_.max_fpdu from the socket's MSS now
+  void refresh_max_fpdu_locked();
+  // The ORD agreed; 0 also gives up the reads that prove placement.
+  void set_ord_locked(uint32_t ord);  // tx_options_.max_fpdu from the socket's MSS now
 
   // ---- delivering to the core (no lock held) ----
   void deliver_completions();
@@ -230,6 +233,8 @@ class TcpConnection final : public Connection,
   const SockAddr remote_;
   TcpInterface* const iface_ = nullptr;  // passive only
   const MpaSettings settings_;
+  // settings_.complete_when_placed, unless the peer serves no reads (set_ord_locked).
+  bool prove_placement_ = true;
 
   mutable std::mutex mutex_;
   int fd_;
@@ -253,7 +258,9 @@ class TcpConnection final : public Connection,
   ULONG own_inbound_ = 0, own_outbound_ = 0;
   bool rtr_expected_ = false;  // passive: peer-to-peer agreed
   uint8_t rtr_ = 0;            // the RTR type agreed
-  uint32_t ord_ = 1;           // reads of ours allowed in flight (R178)
+  uint32_t ord_ = 1;           // reads of ours allowed in flight (R178); 0: none
+  // Passive, no RTR agreed: no FPDU leaves before the initiator's first (accept()).
+  std::atomic<bool> awaiting_first_fpdu_{false};
   ULONG ird_ = 1;              // the peer's reads we serve at once (our inbound limit)
 
   // Transmit.
