@@ -811,6 +811,66 @@ TEST_F(IwarpHostileResponder, ReplyWithOrdAboveOurIrdTerminatesInsufficientIrd) 
   expect_still_serving();
 }
 
+// Without an RTR (no peer-to-peer mode asked), a responder that sends before our first
+// FPDU, as Linux siw may, has its messages kept until NdkCompleteConnect, then placed in
+// order; one that sends more than SoftNDK keeps (1 MiB) ends the connection, and
+// NdkCompleteConnect says so, rather than the stream going on with bytes missing.
+class IwarpEarlyResponder : public IwarpHostileResponder {
+ protected:
+  void SetUp() override {
+    IwarpHostileResponder::SetUp();
+    ASSERT_EQ(SoftNdkSetTunable("iwarp_peer_to_peer", "0"), STATUS_SUCCESS);
+  }
+  void TearDown() override {
+    IwarpHostileResponder::TearDown();
+    SoftNdkResetTunables();
+  }
+  // Connects out to `responder`, which replies without RTR: Connect completes.
+  void connect_without_rtr(RawResponder& responder) {
+    Waiter connected;
+    ASSERT_NO_FATAL_FAILURE(connect_out(responder, connected));
+    ASSERT_FALSE(responder.request().frame().v2.peer_to_peer);
+    ASSERT_TRUE(responder.send(encode_frame(mpa_reply_for(responder.request().frame(), true, 4, 4, {}))));
+    ASSERT_EQ(connected.wait(STATUS_PENDING), STATUS_SUCCESS);
+  }
+  NTSTATUS complete_connect() {
+    Waiter completed;
+    return completed.wait(out_connector_->Dispatch->NdkCompleteConnect(out_connector_, nullptr, nullptr,
+                                                                      &Waiter::on_request, &completed));
+  }
+};
+
+TEST_F(IwarpEarlyResponder, MessagesSentBeforeCompleteConnectLandAfterIt) {
+  RawResponder responder;
+  ASSERT_NO_FATAL_FAILURE(connect_without_rtr(responder));
+  for (uintptr_t i = 0; i < 3; ++i) {
+    NDK_SGE into = client_.sge(i * kPage, kPage);
+    ASSERT_EQ(out_qp_->Dispatch->NdkReceive(out_qp_, reinterpret_cast<PVOID>(i + 1), &into, 1), STATUS_SUCCESS);
+  }
+  ASSERT_TRUE(responder.send(send_fpdu(1, 100, 0xA1) + send_fpdu(2, 200, 0xA2) + send_fpdu(3, 300, 0xA3)));
+  std::this_thread::sleep_for(100ms);  // read by SoftNDK and kept
+  ASSERT_EQ(complete_connect(), STATUS_SUCCESS);
+  auto received = poll(out_cq_, 3);
+  ASSERT_EQ(received.size(), 3u);
+  for (uintptr_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(received[i].Status, STATUS_SUCCESS);
+    EXPECT_EQ(received[i].RequestContext, reinterpret_cast<PVOID>(i + 1)) << "in order";
+    EXPECT_EQ(received[i].BytesTransferred, 100 * (i + 1));
+    EXPECT_EQ(client_.buffer[i * kPage], 0xA1 + i);
+  }
+}
+
+TEST_F(IwarpEarlyResponder, ResponderSendingMoreThanIsKeptBeforeOurFirstFpduEndsTheConnection) {
+  RawResponder responder;
+  ASSERT_NO_FATAL_FAILURE(connect_without_rtr(responder));
+  Bytes flood;
+  for (uint32_t msn = 1; msn <= 40; ++msn) flood = flood + send_fpdu(msn, 32 * 1024, 0x5E);  // 1.25 MiB
+  (void)responder.send(flood);  // SoftNDK may close while it is written
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(complete_connect(), STATUS_CONNECTION_ABORTED);
+  expect_still_serving();
+}
+
 TEST_F(IwarpHostileResponder, ReplyChoosingAnRtrNotOfferedTerminatesNoMatchingRtr) {
   RawResponder responder;
   Waiter connected;

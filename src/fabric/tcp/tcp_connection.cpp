@@ -1113,11 +1113,17 @@ void TcpConnection::consume(std::span<const uint8_t> bytes) {
         break;
       }
       case Phase::kAccepted: {
-        // A peer that uses no RTR may send as soon as it replied: kept until
-        // NdkCompleteConnect gives the messages a QP (bounded by what it may send).
-        std::lock_guard lock(mutex_);
-        if (early_rx_.size() + bytes.size() > kMaxEarly) return;  // not an honest peer
-        early_rx_.insert(early_rx_.end(), bytes.begin(), bytes.end());
+        // A responder that uses no RTR should wait for our first FPDU (RFC 5044 7.1.2),
+        // but Linux siw sends as soon as it replied: kept until NdkCompleteConnect gives
+        // the messages a QP, up to kMaxEarly. Beyond, dropping bytes would lose the
+        // stream's framing: the connection ends, and NdkCompleteConnect says so.
+        bool kept;
+        {
+          std::lock_guard lock(mutex_);
+          kept = early_rx_.size() + bytes.size() <= kMaxEarly;
+          if (kept) early_rx_.insert(early_rx_.end(), bytes.begin(), bytes.end());
+        }
+        if (!kept) on_eof(ECONNABORTED);
         return;
       }
       default:
