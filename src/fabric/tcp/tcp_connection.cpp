@@ -571,9 +571,10 @@ void TcpConnection::fail_named_locked(const TerminateInfo& t, NTSTATUS status) {
     // length when the failure came while it answered.
     const uint32_t sink_stag = be32(t.rdma_header);
     for (uint64_t i = 0; i < reads_.size() && named == kNoRequest; ++i)
-      if (reads_[i].sink_stag == sink_stag && reads_[i].request != kNoRequest &&
-          reads_[i].request >= first_request_ && !requests_[reads_[i].request - first_request_].done)
-        named = reads_[i].request;
+      if (const uint64_t r = reads_[i].request; reads_[i].sink_stag == sink_stag && r != kNoRequest &&
+                                                   r >= first_request_ && r - first_request_ < requests_.size() &&
+                                                   !requests_[r - first_request_].done)
+        named = r;
   }
   if (named == kNoRequest && t.d) {
     const bool tagged = (h[0] & ddp_flag::kTagged) != 0;
