@@ -154,19 +154,8 @@ TEST_F(IwarpReadResponses, ATerminateNamesTheReadByItsCopiedReadRequestHeader) {
   TxMessage m;
   m.opcode = Opcode::kTerminate;
   m.msn = 1;
-  m.terminate.code = term::kRdmapInvalidStag;
-  m.terminate.d = true;
-  m.terminate.r = true;
-  DdpUntaggedHeader copied{};  // the second read's request, its MSN replaced by its length
-  copied.ddp_control = ddp_control(false, true);
-  copied.rdmap_control = rdmap_control(Opcode::kRdmaReadRequest);
-  copied.qn.set(kQnReadRequest);
-  copied.msn.set(second.rdma_read_message_size);
-  copied.mo.set(0);
-  store_layout(m.terminate.ddp_header, copied);
-  m.terminate.ddp_header_length = sizeof copied;
-  store_layout(m.terminate.rdma_header, encode_read_request(second));
-  m.terminate.rdma_header_present = true;
+  // The second read's request copied, its MSN replaced by its length (as siw does).
+  m.terminate = read_request_terminate(term::kRdmapInvalidStag, second.rdma_read_message_size, second);
   ASSERT_TRUE(responder.send(raw_peer::encode(responder.crc(), m)));
   auto done = side.poll(2);
   ASSERT_EQ(done.size(), 2u);

@@ -126,6 +126,24 @@ size_t encode_terminate(const TerminateInfo& t, uint8_t (&out)[kTerminateMaxBody
   return n;
 }
 
+TerminateInfo read_request_terminate(const TerminateCode& code, uint32_t msn, const ReadRequest& r) {
+  TerminateInfo t;
+  t.code = code;
+  DdpUntaggedHeader d;
+  d.ddp_control = ddp_control(false, true);
+  d.rdmap_control = rdmap_control(Opcode::kRdmaReadRequest);
+  d.qn.set(kQnReadRequest);
+  d.msn.set(msn);
+  d.mo.set(0);
+  t.m = t.d = t.r = true;
+  t.ddp_segment_length = sizeof(DdpUntaggedHeader) + sizeof(RdmaReadRequestHeader);
+  t.ddp_header_length = sizeof(DdpUntaggedHeader);
+  store_layout(t.ddp_header, d);
+  t.rdma_header_present = true;
+  store_layout(t.rdma_header, encode_read_request(r));
+  return t;
+}
+
 TerminateInfo decode_terminate(std::span<const uint8_t> body) {
   TerminateInfo t;
   if (body.size() < sizeof(TerminateControl)) return t;

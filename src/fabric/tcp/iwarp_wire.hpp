@@ -379,6 +379,10 @@ struct TerminateInfo {
   // Received: the control word was in siw's bit order (see decode_terminate).
   bool siw_bit_order = false;
 };
+// The Terminate for Read Request `r` (MSN `msn`) that cannot be served, with its DDP and
+// RDMAP headers as a parser copies them for one refused on arrival (RFC 5040), so that the
+// peer fails that read.
+TerminateInfo read_request_terminate(const TerminateCode& code, uint32_t msn, const ReadRequest& r);
 // The Terminate body (Terminate Control and the copied headers) into `out`; returns its size.
 size_t encode_terminate(const TerminateInfo& t, uint8_t (&out)[kTerminateMaxBody]);
 // Reads a Terminate body, tolerating what peers send: flags without the bytes they announce

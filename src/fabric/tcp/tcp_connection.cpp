@@ -56,27 +56,6 @@ TerminateCode code_of_tagged(QpEndpoint& qp, NTSTATUS status, uint32_t stag, uin
   return sink ? term::kDdpTaggedInvalidStag : term::kRdmapInvalidStag;
 }
 
-// The Terminate for a Read Request that cannot be served, with its DDP and RDMAP headers
-// as the parser copies them for one refused on arrival (RFC 5040), so that the peer fails
-// that read.
-TerminateInfo read_request_terminate(const TerminateCode& code, uint32_t msn, const ReadRequest& r) {
-  TerminateInfo t;
-  t.code = code;
-  DdpUntaggedHeader d;
-  d.ddp_control = ddp_control(false, true);
-  d.rdmap_control = rdmap_control(Opcode::kRdmaReadRequest);
-  d.qn.set(kQnReadRequest);
-  d.msn.set(msn);
-  d.mo.set(0);
-  t.m = t.d = t.r = true;
-  t.ddp_segment_length = sizeof(DdpUntaggedHeader) + sizeof(RdmaReadRequestHeader);
-  t.ddp_header_length = sizeof(DdpUntaggedHeader);
-  store_layout(t.ddp_header, d);
-  t.rdma_header_present = true;
-  store_layout(t.rdma_header, encode_read_request(r));
-  return t;
-}
-
 // A receive taken by a message the stream ended in the middle of (an error, a FIN):
 // the QP's flush no longer holds it, so it completes here, flushed, before the others.
 void abandon_receive(QpEndpoint* qp, const PostedReceive& receive, bool& have) {

@@ -215,9 +215,9 @@ class TcpConnection final : public Connection,
   // True when a request posted with `flags` and `bytes` of payload waits for its chain.
   bool hold_deferred_locked(ULONG flags, size_t bytes);
   void negotiated_locked(const MpaFrame& request, const MpaFrame& reply);
-  void refresh_max_fpdu_locked();
+  void refresh_max_fpdu_locked();  // tx_options_.max_fpdu from the socket's MSS now
   // The ORD agreed; 0 also gives up the reads that prove placement.
-  void set_ord_locked(uint32_t ord);  // tx_options_.max_fpdu from the socket's MSS now
+  void set_ord_locked(uint32_t ord);
 
   // ---- delivering to the core (no lock held) ----
   void deliver_completions();
