@@ -129,7 +129,7 @@ size_t encode_terminate(const TerminateInfo& t, uint8_t (&out)[kTerminateMaxBody
 TerminateInfo read_request_terminate(const TerminateCode& code, uint32_t msn, const ReadRequest& r) {
   TerminateInfo t;
   t.code = code;
-  DdpUntaggedHeader d;
+  DdpUntaggedHeader d{};  // RsvdULP zero, as a Read Request carries it
   d.ddp_control = ddp_control(false, true);
   d.rdmap_control = rdmap_control(Opcode::kRdmaReadRequest);
   d.qn.set(kQnReadRequest);
