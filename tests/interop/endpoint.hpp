@@ -30,7 +30,7 @@ struct RemoteBuffer {
   uint32_t stag = 0;
 };
 
-inline constexpr size_t kBufferSize = 1 << 20;  // each end registers this much
+inline constexpr size_t kBufferSize = 8 << 20;  // each end registers this much
 
 // How a connect attempt ended, seen by its initiator.
 struct ConnectOutcome {

@@ -22,8 +22,8 @@ class NdkEnd final : public Endpoint {
  public:
   NdkEnd() : buffer_(kBufferSize) {
     SOFTNDK_OPEN_OPTIONS options{sizeof(options), SOFTNDK_FABRIC_TCP, SOFTNDK_COMPLETION_DEFAULT, 0};
-    SOCKADDR_INET here = e2e::ipv4(interop_address(), 0);
-    if (NTSTATUS s = SoftNdkOpenAdapterByAddress(reinterpret_cast<PSOCKADDR>(&here), sizeof(SOCKADDR_IN),
+    SOCKADDR_INET here = interop_address(0);
+    if (NTSTATUS s = SoftNdkOpenAdapterByAddress(reinterpret_cast<PSOCKADDR>(&here), length_of(here),
                                                  NDK_VERSION{2, 0}, &options, &adapter_);
         s != STATUS_SUCCESS) {
       error_ = "SoftNdkOpenAdapter: " + hex(s);
@@ -63,16 +63,16 @@ class NdkEnd final : public Endpoint {
       return adapter_->Dispatch->NdkCreateListener(adapter_, &e2e::Incoming::on_connect, &incoming_, cb, ctx, out);
     });
     if (listener_ == nullptr) return fail("NdkCreateListener", STATUS_INSUFFICIENT_RESOURCES), 0;
-    SOCKADDR_INET address = e2e::ipv4(interop_address(), 0);
+    SOCKADDR_INET address = interop_address(0);
     Waiter listened;
     if (NTSTATUS s = listened.wait(listener_->Dispatch->NdkListen(listener_, reinterpret_cast<PSOCKADDR>(&address),
-                                                                  sizeof(SOCKADDR_IN), &Waiter::on_request, &listened));
+                                                                  length_of(address), &Waiter::on_request, &listened));
         s != STATUS_SUCCESS) {
       return fail("NdkListen", s), 0;
     }
     ULONG length = sizeof(address);
     listener_->Dispatch->NdkGetLocalAddress(listener_, reinterpret_cast<PSOCKADDR>(&address), &length);
-    return ntohs(address.Ipv4.sin_port);
+    return ntohs(address.si_family == AF_INET6 ? address.Ipv6.sin6_port : address.Ipv4.sin_port);
   }
 
   std::optional<std::string> incoming() override {
@@ -112,10 +112,10 @@ class NdkEnd final : public Endpoint {
       return adapter_->Dispatch->NdkCreateConnector(adapter_, cb, ctx, out);
     });
     if (connector_ == nullptr) return fail("NdkCreateConnector", STATUS_INSUFFICIENT_RESOURCES);
-    SOCKADDR_INET from = e2e::ipv4(interop_address(), 0), to = e2e::ipv4(interop_address(), port);
+    SOCKADDR_INET from = interop_address(0), to = interop_address(port);
     NTSTATUS s = connector_->Dispatch->NdkConnect(
-        connector_, qp_, reinterpret_cast<PSOCKADDR>(&from), sizeof(SOCKADDR_IN), reinterpret_cast<PSOCKADDR>(&to),
-        sizeof(SOCKADDR_IN), kReadLimit, kReadLimit, const_cast<char*>(private_data.data()),
+        connector_, qp_, reinterpret_cast<PSOCKADDR>(&from), length_of(from), reinterpret_cast<PSOCKADDR>(&to),
+        length_of(to), kReadLimit, kReadLimit, const_cast<char*>(private_data.data()),
         static_cast<ULONG>(private_data.size()), &Waiter::on_request, &connected_);
     return s == STATUS_PENDING || s == STATUS_SUCCESS || fail("NdkConnect", s);
   }

@@ -50,9 +50,7 @@ class SiwEnd final : public Endpoint {
     if (channel_ == nullptr || rdma_create_id(channel_, &listener_, nullptr, RDMA_PS_TCP) != 0) {
       return fail("rdma_create_id"), 0;
     }
-    sockaddr_in here{};
-    here.sin_family = AF_INET;
-    inet_pton(AF_INET, interop_address(), &here.sin_addr);
+    SOCKADDR_INET here = interop_address(0);
     if (rdma_bind_addr(listener_, reinterpret_cast<sockaddr*>(&here)) != 0) return fail("rdma_bind_addr"), 0;
     if (rdma_listen(listener_, 4) != 0) return fail("rdma_listen"), 0;
     return ntohs(rdma_get_src_port(listener_));
@@ -82,10 +80,7 @@ class SiwEnd final : public Endpoint {
     if (channel_ == nullptr || rdma_create_id(channel_, &id_, nullptr, RDMA_PS_TCP) != 0) {
       return fail("rdma_create_id");
     }
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(port);
-    inet_pton(AF_INET, interop_address(), &to.sin_addr);
+    SOCKADDR_INET to = interop_address(port);
     if (rdma_resolve_addr(id_, nullptr, reinterpret_cast<sockaddr*>(&to), 5000) != 0) {
       return fail("rdma_resolve_addr");
     }

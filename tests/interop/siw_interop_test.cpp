@@ -6,6 +6,7 @@
 //
 // It needs an siw device, so it runs inside a virtual machine of Debian's kernel with siw
 // loaded (tests/interop/run-in-vm, the ctest `siw_interop`).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -18,9 +19,22 @@
 
 namespace interop {
 
-const char* interop_address() {
-  const char* address = std::getenv("SIW_INTEROP_ADDRESS");
-  return address != nullptr ? address : "";
+namespace {
+bool use_ipv6 = false;  // the running test's choice
+}  // namespace
+
+SOCKADDR_INET interop_address(uint16_t port) {
+  SOCKADDR_INET a{};
+  const char* text = std::getenv(use_ipv6 ? "SIW_INTEROP_ADDRESS6" : "SIW_INTEROP_ADDRESS");
+  if (text == nullptr) return a;
+  if (use_ipv6 && inet_pton(AF_INET6, text, &a.Ipv6.sin6_addr) == 1) {
+    a.Ipv6.sin6_family = AF_INET6;
+    a.Ipv6.sin6_port = htons(port);
+  } else if (!use_ipv6 && inet_pton(AF_INET, text, &a.Ipv4.sin_addr) == 1) {
+    a.Ipv4.sin_family = AF_INET;
+    a.Ipv4.sin_port = htons(port);
+  }
+  return a;
 }
 
 namespace {
@@ -38,15 +52,17 @@ constexpr Wire kWires[] = {
 };
 
 enum class Initiator { SoftNdk, Siw };
+enum class Family { Ipv4, Ipv6 };
 
 void PrintTo(const Wire& wire, std::ostream* os) { *os << wire.name; }
 void PrintTo(Initiator who, std::ostream* os) { *os << (who == Initiator::SoftNdk ? "SoftNDK initiates" : "siw initiates"); }
+void PrintTo(Family family, std::ostream* os) { *os << (family == Family::Ipv6 ? "IPv6" : "IPv4"); }
 
-// Where things go in each end's 1 MiB buffer.
-constexpr size_t kWriteTarget = 0;           // what the peer writes
-constexpr size_t kReadSource = 256 << 10;    // what the peer reads
-constexpr size_t kMessages = 512 << 10;      // sends and their receives
-constexpr size_t kReadSink = 768 << 10;      // where reads land
+// Where things go in each end's 8 MiB buffer.
+constexpr size_t kWriteTarget = 0;        // what the peer writes
+constexpr size_t kReadSource = 2 << 20;   // what the peer reads
+constexpr size_t kMessages = 4 << 20;     // sends and their receives
+constexpr size_t kReadSink = 6 << 20;     // where reads land
 constexpr size_t kControlOut = kBufferSize - (8 << 10);  // a descriptor sent
 constexpr size_t kControlIn = kBufferSize - (4 << 10);   // a descriptor received
 constexpr uint32_t kControlSize = 64;
@@ -67,10 +83,12 @@ void fill(unsigned char* p, size_t n, uint32_t seed) {
   return ::testing::AssertionSuccess();
 }
 
-class SiwInterop : public ::testing::TestWithParam<std::tuple<Initiator, Wire>> {
+class SiwInterop : public ::testing::TestWithParam<std::tuple<Initiator, Wire, Family>> {
  protected:
   void SetUp() override {
-    ASSERT_STRNE(interop_address(), "") << "SIW_INTEROP_ADDRESS is not set: run through tests/interop/run-in-vm";
+    use_ipv6 = std::get<2>(GetParam()) == Family::Ipv6;
+    ASSERT_NE(interop_address(0).si_family, 0)
+        << "SIW_INTEROP_ADDRESS" << (use_ipv6 ? "6" : "") << " is not set: run through tests/interop/run-in-vm";
     const Wire& wire = std::get<1>(GetParam());
     ASSERT_EQ(SoftNdkSetTunable("iwarp_mpa_revision", wire.revision), STATUS_SUCCESS);
     ASSERT_EQ(SoftNdkSetTunable("iwarp_crc", wire.crc), STATUS_SUCCESS);
@@ -176,8 +194,8 @@ class SiwInterop : public ::testing::TestWithParam<std::tuple<Initiator, Wire>> 
   static void send_to(Endpoint& from, Endpoint& to, uint32_t length, uint32_t seed) {
     SCOPED_TRACE(from.name() + " sends " + std::to_string(length) + " bytes to " + to.name());
     fill(from.buffer() + kMessages, length, seed);
-    std::memset(to.buffer() + kMessages, 0, 256 << 10);
-    ASSERT_TRUE(to.receive(400, kMessages, 256 << 10)) << to.last_error();
+    std::memset(to.buffer() + kMessages, 0, 2 << 20);
+    ASSERT_TRUE(to.receive(400, kMessages, 2 << 20)) << to.last_error();
     ASSERT_TRUE(from.send(401, kMessages, length)) << from.last_error();
     ASSERT_NO_FATAL_FAILURE(expect_ok(from, Op::Send, 401));
     Completion got;
@@ -191,8 +209,8 @@ class SiwInterop : public ::testing::TestWithParam<std::tuple<Initiator, Wire>> 
   Endpoint* b_ = nullptr;  // the responder
 };
 
-// Connect with private data both ways; sends of 0 bytes to many FPDUs, writes and reads of
-// hundreds of KiB, each way; eight reads at once against read limits of four.
+// Connect with private data both ways; sends of 0 bytes to 1.5 MB, writes and reads of 1 byte
+// to 2 MB, each way; eight reads at once against read limits of four.
 TEST_P(SiwInterop, DataMovesEveryWayAndLandsWhole) {
   ASSERT_NO_FATAL_FAILURE(connect());
   RemoteBuffer b_target, a_target, b_source, a_source;
@@ -214,6 +232,12 @@ TEST_P(SiwInterop, DataMovesEveryWayAndLandsWhole) {
   ASSERT_NO_FATAL_FAILURE(send_to(*a_, *b_, 0, 11));
   ASSERT_NO_FATAL_FAILURE(send_to(*b_, *a_, 0, 12));
   ASSERT_NO_FATAL_FAILURE(send_to(*a_, *b_, 1, 13));
+  ASSERT_NO_FATAL_FAILURE(write_then_notify(*a_, *b_, b_target, 2000000, 14));
+  ASSERT_NO_FATAL_FAILURE(write_then_notify(*b_, *a_, a_target, 2000000, 15));
+  ASSERT_NO_FATAL_FAILURE(read_from(*a_, *b_, b_source, 2000000, 16));
+  ASSERT_NO_FATAL_FAILURE(read_from(*b_, *a_, a_source, 2000000, 17));
+  ASSERT_NO_FATAL_FAILURE(send_to(*a_, *b_, 1500000, 18));
+  ASSERT_NO_FATAL_FAILURE(send_to(*b_, *a_, 1500000, 19));
 
   for (Endpoint* reader : {a_, b_}) {
     Endpoint& source = reader == a_ ? *b_ : *a_;
@@ -374,14 +398,20 @@ TEST_P(SiwInterop, ADisconnectFlushesThePostedReceivesOfBothEnds) {
   }
 }
 
-std::string name_of(const ::testing::TestParamInfo<std::tuple<Initiator, Wire>>& info) {
+std::string name_of(const ::testing::TestParamInfo<std::tuple<Initiator, Wire, Family>>& info) {
   return std::string(std::get<0>(info.param) == Initiator::SoftNdk ? "SoftNdkInitiates_" : "SiwInitiates_") +
          std::get<1>(info.param).name;
 }
 
+// Every wire over IPv4; over IPv6 the default wire and the plainest one.
 INSTANTIATE_TEST_SUITE_P(Wires, SiwInterop,
                          ::testing::Combine(::testing::Values(Initiator::SoftNdk, Initiator::Siw),
-                                            ::testing::ValuesIn(kWires)),
+                                            ::testing::ValuesIn(kWires), ::testing::Values(Family::Ipv4)),
+                         name_of);
+INSTANTIATE_TEST_SUITE_P(Ipv6, SiwInterop,
+                         ::testing::Combine(::testing::Values(Initiator::SoftNdk, Initiator::Siw),
+                                            ::testing::Values(kWires[0], kWires[5]),
+                                            ::testing::Values(Family::Ipv6)),
                          name_of);
 
 }  // namespace
