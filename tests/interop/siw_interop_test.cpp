@@ -213,45 +213,40 @@ class SiwInterop : public ::testing::TestWithParam<std::tuple<Initiator, Wire, F
 // to 2 MB, each way; eight reads at once against read limits of four.
 TEST_P(SiwInterop, DataMovesEveryWayAndLandsWhole) {
   ASSERT_NO_FATAL_FAILURE(connect());
-  RemoteBuffer b_target, a_target, b_source, a_source;
-  ASSERT_NO_FATAL_FAILURE(tell(*b_, *a_, b_->exported(kWriteTarget), b_target));
-  ASSERT_NO_FATAL_FAILURE(tell(*a_, *b_, a_->exported(kWriteTarget), a_target));
-  ASSERT_NO_FATAL_FAILURE(tell(*b_, *a_, b_->exported(kReadSource), b_source));
-  ASSERT_NO_FATAL_FAILURE(tell(*a_, *b_, a_->exported(kReadSource), a_source));
+  // Each way: who moves the bytes, to whom, and the buffers of the other end it was told of.
+  struct Way {
+    Endpoint *from, *to;
+    RemoteBuffer target, source;
+  };
+  Way ways[] = {{a_, b_, {}, {}}, {b_, a_, {}, {}}};
+  for (Way& w : ways) {
+    ASSERT_NO_FATAL_FAILURE(tell(*w.to, *w.from, w.to->exported(kWriteTarget), w.target));
+    ASSERT_NO_FATAL_FAILURE(tell(*w.to, *w.from, w.to->exported(kReadSource), w.source));
+  }
 
-  ASSERT_NO_FATAL_FAILURE(write_then_notify(*a_, *b_, b_target, 200000, 1));
-  ASSERT_NO_FATAL_FAILURE(write_then_notify(*b_, *a_, a_target, 200000, 2));
-  ASSERT_NO_FATAL_FAILURE(write_then_notify(*a_, *b_, b_target, 1, 3));
-  ASSERT_NO_FATAL_FAILURE(write_then_notify(*b_, *a_, a_target, 1, 4));
-  ASSERT_NO_FATAL_FAILURE(read_from(*a_, *b_, b_source, 200000, 5));
-  ASSERT_NO_FATAL_FAILURE(read_from(*b_, *a_, a_source, 200000, 6));
-  ASSERT_NO_FATAL_FAILURE(read_from(*a_, *b_, b_source, 1, 7));
-  ASSERT_NO_FATAL_FAILURE(read_from(*b_, *a_, a_source, 1, 8));
-  ASSERT_NO_FATAL_FAILURE(send_to(*a_, *b_, 150000, 9));
-  ASSERT_NO_FATAL_FAILURE(send_to(*b_, *a_, 150000, 10));
-  ASSERT_NO_FATAL_FAILURE(send_to(*a_, *b_, 0, 11));
-  ASSERT_NO_FATAL_FAILURE(send_to(*b_, *a_, 0, 12));
-  ASSERT_NO_FATAL_FAILURE(send_to(*a_, *b_, 1, 13));
-  ASSERT_NO_FATAL_FAILURE(write_then_notify(*a_, *b_, b_target, 2000000, 14));
-  ASSERT_NO_FATAL_FAILURE(write_then_notify(*b_, *a_, a_target, 2000000, 15));
-  ASSERT_NO_FATAL_FAILURE(read_from(*a_, *b_, b_source, 2000000, 16));
-  ASSERT_NO_FATAL_FAILURE(read_from(*b_, *a_, a_source, 2000000, 17));
-  ASSERT_NO_FATAL_FAILURE(send_to(*a_, *b_, 1500000, 18));
-  ASSERT_NO_FATAL_FAILURE(send_to(*b_, *a_, 1500000, 19));
-
-  for (Endpoint* reader : {a_, b_}) {
-    Endpoint& source = reader == a_ ? *b_ : *a_;
-    const RemoteBuffer from = reader == a_ ? b_source : a_source;
-    SCOPED_TRACE(reader->name() + " has eight reads outstanding");
-    constexpr uint32_t kSlice = 16 << 10;
-    fill(source.buffer() + kReadSource, 8 * kSlice, 12);
-    std::memset(reader->buffer() + kReadSink, 0, 8 * kSlice);
-    for (uint32_t i = 0; i < 8; ++i) {
-      ASSERT_TRUE(reader->read(500 + i, kReadSink + i * kSlice, kSlice, {from.address + i * kSlice, from.stag}))
-          << reader->last_error();
+  uint32_t seed = 1;
+  for (uint32_t length : {1u, 200000u, 2000000u}) {
+    for (const Way& w : ways) {
+      ASSERT_NO_FATAL_FAILURE(write_then_notify(*w.from, *w.to, w.target, length, seed++));
+      ASSERT_NO_FATAL_FAILURE(read_from(*w.from, *w.to, w.source, length, seed++));
     }
-    for (uint32_t i = 0; i < 8; ++i) ASSERT_NO_FATAL_FAILURE(expect_ok(*reader, Op::Read, 500 + i));
-    EXPECT_TRUE(holds(reader->buffer() + kReadSink, 8 * kSlice, 12));
+  }
+  for (uint32_t length : {0u, 1u, 150000u, 1500000u}) {
+    for (const Way& w : ways) ASSERT_NO_FATAL_FAILURE(send_to(*w.from, *w.to, length, seed++));
+  }
+
+  for (const Way& w : ways) {
+    Endpoint &reader = *w.from, &source = *w.to;
+    SCOPED_TRACE(reader.name() + " has eight reads outstanding");
+    constexpr uint32_t kSlice = 16 << 10;
+    fill(source.buffer() + kReadSource, 8 * kSlice, seed);
+    std::memset(reader.buffer() + kReadSink, 0, 8 * kSlice);
+    for (uint32_t i = 0; i < 8; ++i) {
+      ASSERT_TRUE(reader.read(500 + i, kReadSink + i * kSlice, kSlice, {w.source.address + i * kSlice, w.source.stag}))
+          << reader.last_error();
+    }
+    for (uint32_t i = 0; i < 8; ++i) ASSERT_NO_FATAL_FAILURE(expect_ok(reader, Op::Read, 500 + i));
+    EXPECT_TRUE(holds(reader.buffer() + kReadSink, 8 * kSlice, seed++));
   }
 }
 
